@@ -1,0 +1,208 @@
+"""From per-vertebra outlines to labelled corners and level measurements (model independent).
+
+Input: for each vertebra found, its outline polygon in source pixels (and optionally its mask).
+Output: :class:`~cdss.analysis.types.VertebraSegment` with corners in the lateral (or AP) order,
+and one :class:`~cdss.analysis.types.LevelMeasurement` per level of
+:data:`~cdss.analysis.types.LUMBAR_LEVELS` — ``MISSING`` whenever a vertebra of the pair was
+not found (never interpolated or guessed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from cdss.analysis.geometry import meyerding_grade, slip
+from cdss.analysis.lumbar.corners import fit_corners, label_corners
+from cdss.analysis.lumbar.orientation import AnteriorEstimate, anterior_unit
+from cdss.analysis.types import (
+    LUMBAR_LEVELS,
+    LevelMeasurement,
+    LevelStatus,
+    LumbarView,
+    MeyerdingGrade,
+    SlipDirection,
+    Vertebra,
+    VertebraSegment,
+)
+
+__all__ = ["Found", "cranial_directions", "fill_outline", "measure_levels", "segments_from_outlines"]
+
+
+@dataclass
+class Found:
+    """A vertebra found by the model: its outline (source px), confidence and optional mask."""
+
+    label: Vertebra
+    outline: np.ndarray
+    confidence: float
+    mask: np.ndarray | None = None
+
+
+def fill_outline(outline: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean mask of ``shape`` (rows, columns) inside the closed polygon ``outline`` (sub-pixel vertices)."""
+    mask = np.zeros(shape, dtype=np.uint8)
+    shift = 4
+    pts = np.round(np.asarray(outline, dtype=float) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
+    cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=shift)
+    return mask.astype(bool)
+
+
+def cranial_directions(centroids: dict[Vertebra, np.ndarray]) -> dict[Vertebra, np.ndarray]:
+    """Per vertebra, a unit vector towards the head, from the neighbours' centroids.
+
+    Uses the centroid of the next vertebra up and/or down (class order L1 … S1); a vertebra
+    alone gets the image "up" direction ``(0, -1)``.
+    """
+    order = [v for v in Vertebra if v in centroids]
+    result: dict[Vertebra, np.ndarray] = {}
+    for i, v in enumerate(order):
+        above = centroids[order[i - 1]] if i > 0 else None
+        below = centroids[order[i + 1]] if i + 1 < len(order) else None
+        if v is Vertebra.S1 and above is not None:
+            vec = above - centroids[v]  # the sacrum faces L5: its superior endplate is the side towards L5
+        elif above is not None and below is not None:
+            vec = above - below
+        elif above is not None:
+            vec = above - centroids[v]
+        elif below is not None:
+            vec = centroids[v] - below
+        else:
+            vec = np.array([0.0, -1.0])
+        n = float(np.hypot(*vec))
+        result[v] = vec / n if n > 1e-9 else np.array([0.0, -1.0])
+    return result
+
+
+def segments_from_outlines(
+    found: list[Found],
+    image_shape: tuple[int, int],
+    view: LumbarView,
+    anterior: AnteriorEstimate | None,
+    level_outlines: dict[tuple[Vertebra, Vertebra], list[tuple[np.ndarray, np.ndarray]]] | None = None,
+) -> list[VertebraSegment]:
+    """Corners for every vertebra found, in the order of :class:`VertebraSegment` (lateral or AP).
+
+    Vertebrae whose outline cannot be fitted (fewer than 8 points, degenerate) are dropped:
+    they become missing, not guessed.
+
+    ``level_outlines`` (zoom refinement): for a level ``(upper, lower)``, the two outlines (source
+    px) segmented on a zoomed crop around that level — one pair per segmentation of the crop
+    (e.g. the crop and its mirror image). When given, the corners a level's slip uses come from
+    that crop: the upper vertebra's inferior corners and the lower vertebra's superior corners
+    are replaced by those fitted on the crop's outlines (same cranial and anterior directions;
+    the mean over the pairs), so every level is measured on one, finer segmentation. A
+    vertebra's outline and mask become the crop's (first) outline where it is the lower
+    vertebra (its superior endplate is the reference line), else where it is the upper one.
+    """
+    centroids = {f.label: np.asarray(f.outline, dtype=float).mean(axis=0) for f in found if len(f.outline)}
+    cranial = cranial_directions(centroids)
+    global_up = np.array([0.0, -1.0])
+    present = [v for v in Vertebra if v in centroids]
+    if len(present) >= 2:
+        vec = centroids[present[0]] - centroids[present[-1]]
+        global_up = vec / (np.hypot(*vec) + 1e-12)
+    if view is LumbarView.AP or anterior is None:
+        front = anterior_unit("left", global_up)  # AP: superior-left, superior-right, ...
+    else:
+        front = anterior_unit(anterior.side, global_up)
+
+    def corners_of(label: Vertebra, outline: np.ndarray) -> np.ndarray | None:
+        try:
+            fit = fit_corners(outline)
+        except ValueError:
+            return None
+        return label_corners(fit.corners, cranial.get(label, global_up), front)
+
+    refined_sup: dict[Vertebra, tuple[np.ndarray, np.ndarray]] = {}  # lower vertebra of a level
+    refined_inf: dict[Vertebra, tuple[np.ndarray, np.ndarray]] = {}  # upper vertebra of a level
+    for (upper, lower), pairs in (level_outlines or {}).items():
+        fits = [(corners_of(upper, out_u), corners_of(lower, out_l)) for out_u, out_l in pairs]
+        fits = [(cu, cl) for cu, cl in fits if cu is not None and cl is not None]
+        if not fits:
+            continue  # the level keeps the whole-spine corners
+        cu = np.mean([f[0] for f in fits], axis=0)
+        cl = np.mean([f[1] for f in fits], axis=0)
+        refined_inf[upper] = (cu, np.asarray(pairs[0][0], dtype=float))
+        refined_sup[lower] = (cl, np.asarray(pairs[0][1], dtype=float))
+
+    segments: list[VertebraSegment] = []
+    for f in sorted(found, key=lambda x: x.label.class_id):
+        corners = corners_of(f.label, f.outline)
+        if corners is None:
+            continue
+        outline = np.asarray(f.outline, dtype=float)
+        mask = f.mask
+        if f.label in refined_inf:
+            corners[2:] = refined_inf[f.label][0][2:]
+            outline, mask = refined_inf[f.label][1], None
+        if f.label in refined_sup:
+            corners[:2] = refined_sup[f.label][0][:2]
+            outline, mask = refined_sup[f.label][1], None
+        if mask is None:
+            mask = fill_outline(outline, image_shape)
+        segments.append(
+            VertebraSegment(
+                label=f.label,
+                mask=mask,
+                outline=outline,
+                corners=corners,
+                confidence=float(f.confidence),
+            )
+        )
+    return segments
+
+
+def measure_levels(
+    segments: list[VertebraSegment], view: LumbarView, threshold_percent: float
+) -> list[LevelMeasurement]:
+    """One measurement per lumbar level; ``MISSING`` when either vertebra was not found.
+
+    Lateral views: slip % and Meyerding grade (:mod:`cdss.analysis.geometry`). AP views: the
+    same projection measures *lateral* translation (positive = superior vertebra displaced to
+    the image left) in % of the inferior endplate width; Meyerding grading is defined on lateral
+    views only, so AP levels carry no grade.
+    """
+    by_label = {s.label: s for s in segments}
+    levels: list[LevelMeasurement] = []
+    for upper, lower in LUMBAR_LEVELS:
+        missing = [v.value for v in (upper, lower) if v not in by_label]
+        if missing:
+            levels.append(
+                LevelMeasurement(
+                    upper=upper,
+                    lower=lower,
+                    status=LevelStatus.MISSING,
+                    reason=f"{' and '.join(missing)} not found",
+                )
+            )
+            continue
+        try:
+            pct, disp, width = slip(by_label[upper].corners, by_label[lower].corners)
+        except ValueError as exc:
+            levels.append(
+                LevelMeasurement(upper=upper, lower=lower, status=LevelStatus.MISSING, reason=str(exc))
+            )
+            continue
+        if view is LumbarView.LATERAL:
+            grade, direction = meyerding_grade(pct, threshold_percent)
+            reason = ""
+        else:
+            grade, direction = MeyerdingGrade.NONE, SlipDirection.NONE
+            reason = "AP view: lateral translation (positive = towards image left); no Meyerding grade"
+        levels.append(
+            LevelMeasurement(
+                upper=upper,
+                lower=lower,
+                status=LevelStatus.MEASURED,
+                slip_percent=float(pct),
+                direction=direction,
+                grade=grade,
+                displacement_px=float(disp),
+                endplate_width_px=float(width),
+                reason=reason,
+            )
+        )
+    return levels

@@ -1,0 +1,1 @@
+"""Shipped model weights (package data): one sub-package per analysis, each with a manifest.json."""

@@ -1,0 +1,1 @@
+"""Shipped lumbar segmentation weights (cdss-lumbar-seg.pt) and their manifest.json."""

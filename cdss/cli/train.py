@@ -1,0 +1,155 @@
+"""``cdss train <analysis>`` and ``cdss evaluate <analysis>``: one sub-command per analysis.
+
+Each analysis adds its commands to the two groups in :func:`register` (``train_app`` and
+``evaluate_app``); the logic lives in :mod:`cdss.train`. Adding an analysis (e.g. cervical) is a
+``@train_app.command("cervical")`` and an ``@evaluate_app.command("cervical")`` function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+__all__ = ["evaluate_app", "register", "train_app"]
+
+console = Console(width=140)
+train_app = typer.Typer(help="Train an analysis model.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Evaluate an analysis model on held-out data.", no_args_is_help=True)
+
+
+class DataFormat(StrEnum):
+    SYNTHETIC = "synthetic"
+    BUU = "buu"
+    YOLO = "yolo"
+
+
+class Architecture(StrEnum):
+    YOLO11N = "yolo11n-seg"
+    YOLO11S = "yolo11s-seg"
+    YOLOV8N = "yolov8n-seg"
+    YOLOV8S = "yolov8s-seg"
+
+
+@train_app.command("lumbar")
+def train_lumbar_cmd(
+    data: Path = typer.Option(
+        ..., "--data", help="Training data directory (or data.yaml for --format yolo)."
+    ),
+    out: Path = typer.Option(Path("var/train/lumbar"), "--out", help="Run directory (dataset, checkpoints)."),
+    fmt: DataFormat = typer.Option(
+        DataFormat.SYNTHETIC,
+        "--format",
+        help="synthetic: cdss synthetic DICOM + JSON; buu: BUU-LSPINE (AP/LA folders of JPG + CSV); "
+        "yolo: an Ultralytics segmentation dataset.",
+    ),
+    model: Architecture = typer.Option(Architecture.YOLO11N, "--model", help="Architecture (bundled YAML)."),
+    epochs: int = typer.Option(60, "--epochs", min=1, help="Epochs (upper bound when --time-hours is set)."),
+    imgsz: int = typer.Option(512, "--imgsz", min=64, help="Training image size, pixels."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Batch size."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Data-loader worker processes."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the interrupted run in --out from last.pt."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/val split and of training."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.9, help="Validation share."),
+    spine_crops: bool = typer.Option(
+        False,
+        "--spine-crops/--no-spine-crops",
+        help="Train on random crops around the spine (see model card).",
+    ),
+    level_crops: int = typer.Option(
+        0,
+        "--level-crops",
+        min=0,
+        max=5,
+        help="Extra zoomed crops around one level (two adjacent vertebrae) per training image "
+        "(what the analysis' zoom refinement shows the model).",
+    ),
+    variety_p: float = typer.Option(
+        0.0,
+        "--variety-p",
+        min=0.0,
+        max=1.0,
+        help="Probability of one randomised appearance change per sample (gamma, CLAHE, unsharp "
+        "mask, blur, noise, contrast, intensity ramp), on top of seed 000's augmentations.",
+    ),
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        help="Start from these six-class weights (.pt, e.g. the shipped model) instead of random "
+        "initialisation (fine-tuning).",
+    ),
+    inference_imgsz: int | None = typer.Option(
+        None, "--inference-imgsz", help="Image size the analysis uses with these weights (default: --imgsz)."
+    ),
+    time_hours: float | None = typer.Option(
+        None, "--time-hours", help="Wall-clock budget: Ultralytics fits the epochs and LR schedule into it."
+    ),
+) -> None:
+    """Train the lumbar vertebra segmentation model (six classes L1…S1, YOLO segmentation)."""
+    os.environ.setdefault("YOLO_VERBOSE", "True")  # Ultralytics' own epoch progress bars and metrics
+    from cdss.train.lumbar import LumbarTrainConfig, train_lumbar
+
+    extra = {"time": time_hours} if time_hours else {}
+    cfg = LumbarTrainConfig(
+        data=data,
+        out=out,
+        format=fmt.value,
+        model=model.value,
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        workers=workers,
+        resume=resume,
+        seed=seed,
+        val_fraction=val_fraction,
+        spine_crops=spine_crops,
+        level_crops=level_crops,
+        variety_p=variety_p,
+        init=init,
+        inference_imgsz=inference_imgsz,
+        extra=extra,
+    )
+    console.print(f"[bold]Training lumbar segmentation[/bold] ({model.value}, {fmt.value} data) → {out}")
+    best = train_lumbar(cfg)
+    console.print(f"[green]Done.[/green] Weights: {best}")
+
+
+@evaluate_app.command("lumbar")
+def evaluate_lumbar_cmd(
+    data: Path = typer.Option(
+        ..., "--data", help="Held-out cdss synthetic lumbar images (DICOM + JSON), any depth."
+    ),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights (.pt); default: the shipped model."),
+    out: Path = typer.Option(Path("var/eval/lumbar"), "--out", help="Where metrics.json and plots go."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    threshold: float = typer.Option(5.0, "--threshold", help="Listhesis threshold, percent."),
+    skip_map: bool = typer.Option(False, "--skip-map", help="Skip the Ultralytics box/mask mAP validation."),
+) -> None:
+    """Evaluate lumbar weights: box/mask mAP, slip MAE/P95, grade accuracy, per variant."""
+    from cdss.train.evaluate import evaluate_lumbar, render_summary
+
+    metrics = evaluate_lumbar(
+        data, weights=weights, out=out, device=device, threshold_percent=threshold, with_map=not skip_map
+    )
+    render_summary(metrics, console)
+    console.print(f"metrics: {out / 'metrics.json'}")
+    if not metrics.get("targets", {}).get("all_met", False):
+        console.print("[yellow]Not every target is met (see metrics.json 'targets').[/yellow]")
+    json.dumps(metrics)  # fail loudly here if something non-serialisable slipped in
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``train`` and ``evaluate`` to the ``cdss`` command."""
+    from cdss.cli.train_cervical import register_commands
+
+    register_commands(train_app, evaluate_app)
+    app.add_typer(train_app, name="train")
+    app.add_typer(evaluate_app, name="evaluate")

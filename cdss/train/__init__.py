@@ -1,0 +1,1 @@
+"""Training and evaluation of the analysis models (``cdss train`` / ``cdss evaluate``)."""
