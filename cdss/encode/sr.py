@@ -1,0 +1,304 @@
+"""TID 1500 Measurement Report in a Comprehensive 3D SR (IHE AIR's choice for AI results).
+
+Content tree (codes in :mod:`cdss.encode.codes`, see ``docs/results.md``):
+
+* Observation context: a **device observer** (TID 1004) = the model (Device Observer UID =
+  :attr:`ModelInfo.device_uid`, name, manufacturer, model name, serial = weights digest prefix).
+* Procedure reported: the source's Procedure Code Sequence item when present, else
+  LN 43468-8 "XR unspecified body region" (CID 100).
+* Image Library: the source image, when it has two Patient Orientation values and Imager Pixel
+  Spacing (highdicom's projection-radiography descriptors need both).
+* Lumbar, one **TID 1410 planar ROI group per detected vertebra**: outline as a closed SCOORD
+  POLYLINE on the source, finding = the vertebra code, detection confidence (UCUM ``1``),
+  tracking UID = the SEG segment's.
+* Lumbar lateral, one **TID 1501 group per level** L1-L2 … L5-S1 (tracking UID shared with the
+  GSPS drawing of that level): finding (99CDSS) Spondylolisthesis, finding site SCT "Level of
+  Lx/Ly intervertebral disc"; when measured: slip percentage (magnitude, UCUM ``%``, one
+  decimal) *inferred from* a SCOORD open POLYLINE through the three corners used (upper
+  vertebra inferior-posterior, lower vertebra superior-posterior, superior-anterior; POLYLINE
+  rather than MULTIPOINT because OHIF labels polylines with the measurement, not multipoints), Meyerding grade
+  (99CDSS MEY-*) and, when graded, the slip direction (SCT Anterior / Posterior); when missing:
+  measurement status "not measured: a vertebra of the level was not detected" and which
+  vertebra (SCT code) was not detected.
+* Lumbar, one **summary TID 1501 group**: reporting threshold (UCUM ``%``) and the assessment
+  (listhesis present / **absent** / not assessed on this view / not measured), plus each
+  vertebra not detected. So "no finding" is stated, not implied.
+* Cervical, one **TID 1410 planar ROI group**: the classifier ROI as a closed SCOORD POLYLINE,
+  finding (99CDSS) foraminal stenosis, finding site SCT cervical spine with laterality,
+  probability (DCM 122157, UCUM ``1``, 3 decimals), operating point (DCM 122411 Threshold Value,
+  UCUM ``1``) and Normality (DCM 121402) = SCT Normal / Abnormal.
+* Every group and measurement carries TID 4019 Algorithm Identification (model name, version,
+  family "Artificial Intelligence", parameters: weights SHA-256, architecture, threshold).
+
+Document: COMPLETE, PRELIMINARY (not signed off), **UNVERIFIED**; Content Qualification RESEARCH
+unless ``results.research_use_only`` is false. Segmentation references from SR content
+(``ReferencedSegmentationFrame``) are not used: highdicom 0.28.2 writes frame and segment numbers
+that dciodvfy rejects on single-frame DX/CR sources (reference §2.2); the shared tracking UIDs
+link SR groups to SEG segments instead.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+
+from cdss.analysis.types import (
+    CervicalResult,
+    LevelMeasurement,
+    LevelStatus,
+    LumbarResult,
+    LumbarView,
+    MeyerdingGrade,
+    Normality,
+    Vertebra,
+    VertebraSegment,
+)
+from cdss.encode import codes as C
+from cdss.encode.common import EncodeContext, ResultKind, closed, patient_orientation
+from cdss.encode.overlay import roi_polygon, rounded_probability, rounded_slip, slip_points
+
+__all__ = ["encode_sr", "procedure_reported"]
+
+P = C.PRIVATE
+
+
+def procedure_reported(source: Dataset) -> hd.sr.CodedConcept:
+    """The analysed imaging procedure: the source's own procedure code, else LN "XR unspecified body region"."""
+    for keyword in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
+        seq = source.get(keyword)
+        if seq:
+            item = seq[0]
+            try:
+                return hd.sr.CodedConcept(
+                    value=str(item.CodeValue),
+                    scheme_designator=str(item.CodingSchemeDesignator),
+                    meaning=str(item.CodeMeaning),
+                )
+            except (AttributeError, TypeError, ValueError):
+                continue  # incomplete code item (e.g. Long Code Value): fall back
+    return C.XR_UNSPECIFIED
+
+
+def _image_library_safe(source: Dataset) -> bool:
+    spacing = source.get("ImagerPixelSpacing")
+    return patient_orientation(source) is not None and spacing is not None and len(spacing) == 2
+
+
+def encode_sr(ctx: EncodeContext) -> hd.sr.Comprehensive3DSR:
+    """The Comprehensive 3D SR (TID 1500) for ``ctx.result``."""
+    result = ctx.result
+    src = ctx.source
+    algo = ctx.algorithm_sr()
+    region_source = hd.sr.SourceImageForRegion.from_source_image(src)
+    if isinstance(result, LumbarResult):
+        groups = _lumbar_groups(ctx, result, algo, region_source)
+    else:
+        groups = _cervical_groups(ctx, result, algo, region_source)
+    observer = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=C.DEVICE_OBSERVER,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=ctx.model.device_uid,
+                name=ctx.model.name,
+                manufacturer_name=ctx.settings.manufacturer,
+                model_name=ctx.model_name_lo,
+                serial_number=ctx.model.short_digest,
+            ),
+        )
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=observer,
+        procedure_reported=procedure_reported(src),
+        imaging_measurements=groups,
+        title=C.IMAGING_MEASUREMENT_REPORT,
+        referenced_images=[src] if _image_library_safe(src) else None,
+    )
+    kwargs = ctx.common_kwargs(ResultKind.SR)
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[src],
+        content=report,
+        manufacturer=ctx.settings.manufacturer,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        contributing_equipment=ctx.contributing_equipment(),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    sr.ManufacturerModelName = ctx.model_name_lo
+    sr.SoftwareVersions = list(ctx.equipment()["software_versions"])
+    sr.DeviceSerialNumber = ctx.model.short_digest
+    ctx.copy_source_attributes(sr, orientation=False, body_part=False)
+    return sr
+
+
+def _lumbar_groups(
+    ctx: EncodeContext,
+    result: LumbarResult,
+    algo: hd.sr.AlgorithmIdentification,
+    region_source: hd.sr.SourceImageForRegion,
+) -> list[Dataset]:
+    groups: list[Dataset] = []
+    found = {s.label: s for s in result.vertebrae}
+    for seg in sorted(result.vertebrae, key=lambda s: s.label.class_id):
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=ctx.vertebra_uid(seg.label), identifier=f"{seg.label.value} vertebra"
+                ),
+                referenced_region=hd.sr.ImageRegion(
+                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                    graphic_data=closed(seg.outline),
+                    source_image=region_source,
+                ),
+                finding_type=C.VERTEBRA[seg.label],
+                finding_sites=[hd.sr.FindingSite(C.LUMBAR_SPINE)],
+                algorithm_id=algo,
+                measurements=[
+                    hd.sr.Measurement(
+                        name=P.DETECTION_CONFIDENCE,
+                        value=round(float(seg.confidence), 3),
+                        unit=C.NO_UNITS,
+                    )
+                ],
+            )
+        )
+    if result.view is LumbarView.LATERAL:
+        for level in result.levels:
+            groups.append(_level_group(ctx, level, found, algo, region_source))
+    groups.append(_lumbar_summary(ctx, result, algo, region_source))
+    return groups
+
+
+def _level_group(
+    ctx: EncodeContext,
+    level: LevelMeasurement,
+    found: dict[Vertebra, VertebraSegment],
+    algo: hd.sr.AlgorithmIdentification,
+    region_source: hd.sr.SourceImageForRegion,
+) -> Dataset:
+    tracking = hd.sr.TrackingIdentifier(
+        uid=ctx.level_uid(level.upper, level.lower), identifier=f"{level.name} spondylolisthesis"
+    )
+    site = [hd.sr.FindingSite(C.DISC_LEVEL[(level.upper, level.lower)])]
+    source_images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ctx.source)]
+    measured = (
+        level.status is LevelStatus.MEASURED
+        and level.slip_percent is not None
+        and level.upper in found
+        and level.lower in found
+    )
+    if not measured:
+        evaluations = [hd.sr.QualitativeEvaluation(P.MEAS_STATUS, P.NOT_MEASURED_MISSING)]
+        for v in (level.upper, level.lower):
+            if v not in found:
+                evaluations.append(hd.sr.QualitativeEvaluation(P.VERT_NOT_DETECTED, C.VERTEBRA[v]))
+        return hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            source_images=source_images,
+            finding_type=P.SPONDYLOLISTHESIS,
+            finding_sites=site,
+            algorithm_id=algo,
+            qualitative_evaluations=evaluations,
+        )
+    points = slip_points(found[level.upper], found[level.lower])
+    slip = hd.sr.Measurement(
+        name=P.SLIP_PCT,
+        value=rounded_slip(level),
+        unit=C.PERCENT,
+        referenced_coordinates=[
+            hd.sr.CoordinatesForMeasurement(
+                # An open path through the three corners (OHIF 3.13 shows "Slip percentage: x %"
+                # beside a POLYLINE but draws MULTIPOINT without a label; see docs/viewer.md).
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                graphic_data=np.asarray(points, dtype=float),
+                source_image=region_source,
+            )
+        ],
+    )
+    evaluations = [hd.sr.QualitativeEvaluation(P.MEY, C.MEYERDING[level.grade])]
+    if level.grade is not MeyerdingGrade.NONE and level.direction in C.SLIP_DIRECTION:
+        evaluations.append(hd.sr.QualitativeEvaluation(P.SLIP_DIR, C.SLIP_DIRECTION[level.direction]))
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        source_images=source_images,
+        finding_type=P.SPONDYLOLISTHESIS,
+        finding_sites=site,
+        algorithm_id=algo,
+        measurements=[slip],
+        qualitative_evaluations=evaluations,
+    )
+
+
+def _lumbar_summary(
+    ctx: EncodeContext,
+    result: LumbarResult,
+    algo: hd.sr.AlgorithmIdentification,
+    region_source: hd.sr.SourceImageForRegion,
+) -> Dataset:
+    measured = [lv for lv in result.levels if lv.status is LevelStatus.MEASURED]
+    if result.view is not LumbarView.LATERAL:
+        assessment = P.NOT_ASSESSED_VIEW
+    elif any(lv.grade is not MeyerdingGrade.NONE for lv in measured):
+        assessment = P.LISTHESIS_PRESENT
+    elif measured:
+        assessment = P.LISTHESIS_ABSENT
+    else:
+        assessment = P.NOT_MEASURED_MISSING
+    evaluations = [hd.sr.QualitativeEvaluation(P.LISTHESIS_ASSESSMENT, assessment)]
+    evaluations += [hd.sr.QualitativeEvaluation(P.VERT_NOT_DETECTED, C.VERTEBRA[v]) for v in result.missing]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=ctx.finding_uid("spondylolisthesis-summary"), identifier="spondylolisthesis summary"
+        ),
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ctx.source)],
+        finding_type=P.SPONDYLOLISTHESIS,
+        finding_sites=[hd.sr.FindingSite(C.LUMBAR_SPINE)],
+        algorithm_id=algo,
+        measurements=[
+            hd.sr.Measurement(
+                name=P.LISTHESIS_THRESHOLD,
+                value=float(result.listhesis_threshold_percent),
+                unit=C.PERCENT,
+            )
+        ],
+        qualitative_evaluations=evaluations,
+    )
+
+
+def _cervical_groups(
+    ctx: EncodeContext,
+    result: CervicalResult,
+    algo: hd.sr.AlgorithmIdentification,
+    region_source: hd.sr.SourceImageForRegion,
+) -> list[Dataset]:
+    rect = roi_polygon(result)
+    lat = result.laterality
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=ctx.finding_uid(f"foraminal-stenosis-{lat.value}"),
+            identifier=f"foraminal stenosis {lat.value}",
+        ),
+        referenced_region=hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=rect, source_image=region_source
+        ),
+        finding_type=P.FORAMINAL_STENOSIS,
+        finding_sites=[hd.sr.FindingSite(C.CERVICAL_SPINE, laterality=C.LATERALITY[lat])],
+        algorithm_id=algo,
+        measurements=[
+            hd.sr.Measurement(
+                name=C.PROBABILITY,
+                value=rounded_probability(result.probability),
+                unit=C.NO_UNITS,
+            ),
+            hd.sr.Measurement(
+                name=C.THRESHOLD_VALUE,
+                value=rounded_probability(result.operating_point),
+                unit=C.NO_UNITS,
+            ),
+        ],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(C.NORMALITY_CONCEPT, C.NORMALITY[Normality(result.label)]),
+        ],
+    )
+    return [group]

@@ -1,0 +1,231 @@
+"""Draw result overlays on radiographs: the Secondary Capture, ``cdss render`` and dashboard thumbnails.
+
+One drawing routine (:func:`draw_overlay`) for everything:
+
+* :func:`render_overlay` — from result dataclasses (what the SC burns in; dashboard thumbnails);
+* :func:`render_files` — from DICOM files: a source image plus the SEG and/or GSPS cdss (or
+  anyone else) produced; the GSPS graphics and text are drawn as stored, SEG segments as
+  outlines in their recommended display colours with their segment labels.
+
+Images are returned as ``(Rows, Columns, 3)`` uint8 RGB in display polarity (bone bright).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+
+from cdss.analysis.pixels import display_image, to_uint8
+from cdss.analysis.types import CervicalResult, LumbarResult
+from cdss.config import ResultSettings
+from cdss.encode.common import EncodeContext
+from cdss.encode.overlay import Graphic, LayerStyle, Overlay, TextLabel, overlay_from_gsps, text_height
+
+__all__ = [
+    "RenderError",
+    "draw_overlay",
+    "overlay_for_result",
+    "overlay_from_seg",
+    "render_files",
+    "render_overlay",
+    "source_display_u8",
+    "write_png",
+]
+
+
+class RenderError(ValueError):
+    """The files given cannot be drawn together; the message says which and why."""
+
+
+def source_display_u8(source: Dataset) -> np.ndarray:
+    """The source's first frame as uint8 greyscale in display polarity (decodes the pixels)."""
+    return to_uint8(display_image(source))
+
+
+def _line_width(shape: tuple[int, int]) -> int:
+    return max(1, round(max(shape) / 900))
+
+
+def _put_text(img: np.ndarray, label: TextLabel, rgb: tuple[int, int, int], h: float) -> None:
+    x0, y0, _, y1 = label.box
+    box_h = max(y1 - y0, 6.0)
+    scale = box_h * 0.72 / 22.0  # FONT_HERSHEY_SIMPLEX is ~22 px tall at scale 1
+    thickness = max(1, round(box_h / 14))
+    (tw, th), _ = cv2.getTextSize(label.text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    # Darken the background so text stays legible over bright bone.
+    r0, r1 = int(max(y0 - 1, 0)), int(min(y0 + box_h + 1, img.shape[0]))
+    c0, c1 = int(max(x0 - 2, 0)), int(min(x0 + tw + 3, img.shape[1]))
+    if r1 > r0 and c1 > c0:
+        img[r0:r1, c0:c1] = (img[r0:r1, c0:c1].astype(np.float32) * 0.35).astype(np.uint8)
+    if label.anchor is not None:
+        ax, ay = label.anchor
+        near_x = x0 if abs(ax - x0) < abs(ax - (x0 + tw)) else x0 + tw
+        cv2.line(img, (round(ax), round(ay)), (round(near_x), round(y0 + box_h / 2)), rgb, 1, cv2.LINE_AA)
+    origin = (round(x0), round(y0 + (box_h + th) / 2.0))
+    cv2.putText(img, label.text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, rgb, thickness, cv2.LINE_AA)
+
+
+def draw_overlay(grey: np.ndarray, overlay: Overlay) -> np.ndarray:
+    """Draw ``overlay`` on a display-polarity greyscale image.
+
+    Parameters
+    ----------
+    grey
+        ``(Rows, Columns)`` uint8 (0 = black) or float in [0, 1].
+    overlay
+        What to draw, in (column, row) source pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Rows, Columns, 3)`` uint8 RGB.
+    """
+    if grey.dtype != np.uint8:
+        grey = to_uint8(np.asarray(grey, dtype=np.float32))
+    if grey.shape != overlay.shape:
+        raise RenderError(
+            f"image is {grey.shape} but the overlay was made for {overlay.shape} (rows, columns)"
+        )
+    img = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    lw = _line_width(overlay.shape)
+    h = text_height(overlay.shape)
+    styles = overlay.layers
+    order = {name: s.order for name, s in styles.items()}
+    for g in sorted(overlay.graphics, key=lambda g: order.get(g.layer, 99)):
+        rgb = styles[g.layer].rgb if g.layer in styles else (255, 255, 0)
+        pts = np.round(np.asarray(g.points, dtype=float) * 16.0).astype(np.int32)
+        if g.kind == "point":
+            for x, y in pts:
+                cv2.circle(img, (int(x), int(y)), int(16 * (lw * 2 + 1)), rgb, lw, cv2.LINE_AA, shift=4)
+        else:
+            cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, rgb, lw, cv2.LINE_AA, shift=4)
+    for t in sorted(overlay.labels, key=lambda t: order.get(t.layer, 99)):
+        rgb = styles[t.layer].rgb if t.layer in styles else (255, 255, 0)
+        _put_text(img, t, rgb, h)
+    return img
+
+
+def overlay_for_result(
+    source: Dataset, result: LumbarResult | CervicalResult, settings: ResultSettings | None = None
+) -> Overlay:
+    """The overlay the GSPS/SC of ``result`` carry (pure: no pixel decoding)."""
+    from cdss.encode.api import overlay_for_context
+
+    return overlay_for_context(EncodeContext(source, result, settings or ResultSettings()))
+
+
+def render_overlay(
+    source_ds: Dataset,
+    result: LumbarResult | CervicalResult,
+    settings: ResultSettings | None = None,
+) -> np.ndarray:
+    """The source image with the result's overlay, ``(Rows, Columns, 3)`` uint8 RGB.
+
+    The same pixels as the Secondary Capture (caution lines included).
+    """
+    return draw_overlay(source_display_u8(source_ds), overlay_for_result(source_ds, result, settings))
+
+
+def _references(ds: Dataset) -> set[str]:
+    """SOP Instance UIDs a SEG or GSPS references (Referenced Series / Source Image sequences)."""
+    uids: set[str] = set()
+    for series in ds.get("ReferencedSeriesSequence", []):
+        for item in series.get("ReferencedInstanceSequence", []) or series.get("ReferencedImageSequence", []):
+            uids.add(str(item.ReferencedSOPInstanceUID))
+    for frame in ds.get("PerFrameFunctionalGroupsSequence", []):
+        for der in frame.get("DerivationImageSequence", []):
+            for item in der.get("SourceImageSequence", []):
+                uids.add(str(item.ReferencedSOPInstanceUID))
+    return uids
+
+
+def overlay_from_seg(seg: Dataset, source: Dataset) -> Overlay:
+    """SEG segments drawn as outlines (recommended display colour) with their segment labels."""
+    shape = (int(source.Rows), int(source.Columns))
+    uid = str(source.SOPInstanceUID)
+    if uid not in _references(seg):
+        raise RenderError(
+            f"the SEG {seg.get('SOPInstanceUID', '?')} does not reference the source instance {uid}"
+        )
+    s = hd.seg.Segmentation.from_dataset(seg, copy=False)
+    numbers = list(s.segment_numbers)
+    masks = s.get_pixels_by_source_instance(
+        source_sop_instance_uids=[uid], segment_numbers=numbers, combine_segments=False
+    )[0]
+    ov = Overlay(shape=shape, layers={})
+    h = text_height(shape)
+    for i, number in enumerate(numbers):
+        desc = s.get_segment_description(number)
+        name = f"SEG_{number}"
+        lab = desc.get("RecommendedDisplayCIELabValue")
+        rgb = (
+            hd.color.CIELabColor.from_dicom_value([int(v) for v in lab]).to_rgb(clip=True)
+            if lab
+            else (0, 200, 255)
+        )
+        ov.layers[name] = LayerStyle(name, number, str(desc.segment_label), rgb)
+        mask = np.asarray(masks[:, :, i] > 0, dtype=np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        tid, tuid = desc.get("TrackingID"), desc.get("TrackingUID")
+        for c in contours:
+            pts = c.reshape(-1, 2).astype(float)
+            ov.graphics.append(Graphic("polyline", np.vstack([pts, pts[:1]]), name, tid, tuid))
+        if contours:
+            big = max(contours, key=cv2.contourArea).reshape(-1, 2)
+            x, y = float(big[:, 0].max()) + h * 0.6, float(big[:, 1].mean())
+            text = str(desc.segment_label)
+            box = (x, y - h / 2, x + len(text) * 0.62 * h, y + h / 2)
+            ov.labels.append(TextLabel(text, box, name, None, tid, tuid))
+    return ov
+
+
+def _merge(base: Overlay, other: Overlay) -> Overlay:
+    base.graphics.extend(other.graphics)
+    base.labels.extend(other.labels)
+    base.layers.update(other.layers)
+    return base
+
+
+def render_files(
+    source: Dataset, *, segs: Sequence[Dataset] = (), gsps: Sequence[Dataset] = ()
+) -> np.ndarray:
+    """The source with the given SEG outlines and GSPS annotations drawn over it (RGB uint8).
+
+    Raises
+    ------
+    RenderError
+        Nothing to draw, or an object does not reference ``source``.
+    """
+    if not segs and not gsps:
+        raise RenderError("give at least one SEG or GSPS to draw over the source image")
+    shape = (int(source.Rows), int(source.Columns))
+    ov = Overlay(shape=shape, layers={})
+    for seg in segs:
+        _merge(ov, overlay_from_seg(seg, source))
+    for pr in gsps:
+        if str(source.SOPInstanceUID) not in _references(pr):
+            raise RenderError(
+                f"the GSPS {pr.get('SOPInstanceUID', '?')} does not reference the source instance "
+                f"{source.SOPInstanceUID}"
+            )
+        _merge(ov, overlay_from_gsps(pr, shape))
+    return draw_overlay(source_display_u8(source), ov)
+
+
+def write_png(rgb: np.ndarray, path: Path | str, *, max_size: int | None = None) -> Path:
+    """Write an RGB image as PNG, downscaled (area interpolation) so its longer side is <= ``max_size``."""
+    path = Path(path)
+    img = rgb
+    if max_size is not None and max(img.shape[:2]) > max_size:
+        f = max_size / max(img.shape[:2])
+        img = cv2.resize(
+            img, (round(img.shape[1] * f), round(img.shape[0] * f)), interpolation=cv2.INTER_AREA
+        )
+    if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+        raise RenderError(f"could not write PNG {path}")
+    return path
