@@ -1,0 +1,28 @@
+"""``cdss config ...``: show the effective configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tomli_w
+import typer
+
+from cdss.config import ConfigError, load_settings
+
+app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML configuration file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of TOML."),
+) -> None:
+    """Print the effective configuration (file + CDSS_* environment + defaults)."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    data = settings.to_toml_dict()
+    typer.echo(json.dumps(data, indent=2) if as_json else tomli_w.dumps(data))

@@ -1,0 +1,46 @@
+"""Which destinations receive which result objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdss.config import Settings
+
+__all__ = ["RETURN_PREFIX", "DeliveryTarget", "delivery_targets"]
+
+#: Prefix of delivery destination names created for ``dispatch.return_to_calling_ae``.
+RETURN_PREFIX = "calling-ae:"
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+def delivery_targets(settings: Settings, kind: str, calling_ae_title: str | None) -> list[DeliveryTarget]:
+    """Destinations for one result object of ``kind`` (``SEG``, ``SR``, ``GSPS``, ``SC``).
+
+    Every ``[[destinations]]`` entry whose ``send_<kind>`` flag is set, plus, with
+    ``dispatch.return_to_calling_ae``, the ``[[peers]]`` address of the AE that sent the source
+    image (SEG, SR and GSPS; SC only when ``results.secondary_capture``), unless that address
+    is already a destination. A calling AE without a ``[[peers]]`` entry gets nothing (there is
+    no address to send to); the node logs this at start-up.
+    """
+    kind = kind.upper()
+    flag = {"SEG": "send_seg", "SR": "send_sr", "GSPS": "send_gsps", "SC": "send_sc"}.get(kind)
+    targets = [
+        DeliveryTarget(d.name, d.ae_title, d.host, d.port)
+        for d in settings.destinations
+        if flag is not None and getattr(d, flag)
+    ]
+    if settings.dispatch.return_to_calling_ae and calling_ae_title:
+        wanted = kind in ("SEG", "SR", "GSPS") or (kind == "SC" and settings.results.secondary_capture)
+        peer = next((p for p in settings.peers if p.ae_title == calling_ae_title.strip()), None)
+        if wanted and peer is not None:
+            addr = (peer.ae_title, peer.host, peer.port)
+            if all((t.ae_title, t.host, t.port) != addr for t in targets):
+                targets.append(DeliveryTarget(f"{RETURN_PREFIX}{peer.ae_title}", *addr))
+    return targets

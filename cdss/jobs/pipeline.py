@@ -1,0 +1,525 @@
+"""What one analysis job does: route → pick the reference image → analyse → encode → store → deliver.
+
+Transactions (DESIGN.md invariant 3), all fenced by the job's lease:
+
+1. the routing decision is stored on the job (``analysis``, ``route_reason``);
+2. one final transaction adds the Result rows, a Delivery per destination, the job's
+   ``succeeded`` state with its findings ``summary`` and the audit event — or, for an image no
+   analysis applies to, the ``not_applicable`` state and a "not applicable" audit event.
+
+Idempotency: result files are written to the spool *before* the final transaction, but nothing
+refers to them until it commits, and only the worker that still holds the lease can commit
+(:func:`cdss.jobs.states.finish_job`). A retry after a crash therefore produces one new set of
+results (new UIDs), never a second set next to the first; the dispatcher only sends committed
+deliveries. Files of a discarded attempt are deleted when the lease was lost, and are
+unreferenced (harmless) after a crash.
+
+Reference image (FOR PRESENTATION / FOR PROCESSING)
+--------------------------------------------------
+Some detectors send each acquisition twice: a *FOR PROCESSING* (raw) and a *FOR PRESENTATION*
+(processed) DX image. Viewers show the FOR PRESENTATION one, so that is the image the node
+analyses and the one its results reference. Two images are the same acquisition when they are
+in the same study, have the same Rows and Columns, and either one lists the other in its Source
+Image Sequence, or both have the same Acquisition Number and the same acquisition date/time
+(AcquisitionDateTime, else AcquisitionDate + AcquisitionTime; at least one of these must be present).
+
+* A FOR PRESENTATION image (or one without Presentation Intent Type) is analysed as it is.
+* A FOR PROCESSING image whose FOR PRESENTATION twin is already stored is *not applicable*
+  ("superseded"); the twin's own job produces the results.
+* A FOR PROCESSING image without a twin waits ``jobs.for_processing_wait_s`` after receipt
+  (the twin usually arrives in the same association); if none came, the FOR PROCESSING image is
+  analysed and referenced itself.
+* A FOR PRESENTATION twin that arrives *after* its FOR PROCESSING image was analysed is analysed
+  too, so that viewers get results on the image they display; its summary names the earlier job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+
+from cdss.analysis.types import CervicalResult, Laterality, LumbarResult
+from cdss.audit import Action, Outcome
+from cdss.config import Analysis, Settings
+from cdss.db import Database, Instance, Job, JobState, Series, Study, utcnow
+from cdss.jobs.results import StoredResult, record_results
+from cdss.jobs.states import ClaimedJob, LeaseLost, audit_job, defer_job, finish_job, guard_lease
+from cdss.logs import get_logger
+from cdss.metrics import ANALYSIS_SECONDS, JOBS_FINISHED
+
+__all__ = [
+    "Analyser",
+    "PipelineContext",
+    "ReferenceChoice",
+    "UnanalysableImage",
+    "make_processor",
+    "process_job",
+    "same_acquisition",
+    "summarize",
+]
+
+log = get_logger(__name__)
+
+FOR_PRESENTATION = "FOR PRESENTATION"
+FOR_PROCESSING = "FOR PROCESSING"
+
+
+class UnanalysableImage(RuntimeError):
+    """The image cannot be decoded, analysed or referenced; retrying will not change that.
+
+    The job becomes dead at once (``final``), with the reason; it can still be re-run (e.g.
+    after a model update).
+    """
+
+    final = True
+
+
+def _permanent_errors() -> tuple[type[BaseException], ...]:
+    from pydicom.errors import InvalidDicomError
+
+    from cdss.analysis.pixels import PixelDataError
+    from cdss.analysis.registry import NotAnalysableError
+    from cdss.encode import EncodeError
+
+    errors: list[type[BaseException]] = [InvalidDicomError, PixelDataError, NotAnalysableError, EncodeError]
+    try:
+        from cdss.analysis.cervical.analyzer import CervicalAnalysisError
+
+        errors.append(CervicalAnalysisError)
+    except ImportError:  # pragma: no cover - cervical analysis not installed
+        pass
+    return tuple(errors)
+
+
+class Analyser(Protocol):
+    """What the pipeline needs from :class:`cdss.analysis.registry.ModelRegistry`."""
+
+    def analyse(
+        self, analysis: Analysis, ds: Dataset, laterality: Laterality | None = None
+    ) -> LumbarResult | CervicalResult: ...
+
+
+class SpoolLike(Protocol):
+    def path(self, key: str) -> Any: ...
+
+    def store_result(self, data: bytes) -> Any: ...
+
+    def delete(self, key: str) -> bool: ...
+
+
+@dataclass
+class PipelineContext:
+    """Everything a worker needs to process jobs (one per worker process; shared by its threads).
+
+    Attributes
+    ----------
+    on_results
+        Called with the job id after results and deliveries committed (wakes the dispatcher).
+    """
+
+    settings: Settings
+    db: Database
+    spool: SpoolLike
+    registry: Analyser
+    on_results: Callable[[int], None] | None = None
+    clock: Callable[[], dt.datetime] = field(default=utcnow)
+
+
+@dataclass(frozen=True)
+class _Source:
+    instance_id: int
+    sop_instance_uid: str
+    spool_key: str
+    calling_ae_title: str
+    received_at: dt.datetime
+    study_id: int
+
+
+@dataclass(frozen=True)
+class ReferenceChoice:
+    """Which image a job analyses and references (see the module docstring)."""
+
+    action: str  # "analyse", "superseded", "wait"
+    reason: str
+    twin_job_id: int | None = None
+    twin_sop_instance_uid: str | None = None
+
+
+def make_processor(ctx: PipelineContext) -> Callable[[ClaimedJob], None]:
+    """The job processor for :class:`cdss.jobs.runner.JobRunner` / the backends."""
+
+    def processor(job: ClaimedJob) -> None:
+        process_job(job, ctx)
+
+    return processor
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _intent(ds: Dataset) -> str:
+    return str(ds.get("PresentationIntentType", "") or "").strip().upper()
+
+
+def _source_refs(ds: Dataset) -> set[str]:
+    refs: set[str] = set()
+    for item in ds.get("SourceImageSequence", []) or []:
+        uid = item.get("ReferencedSOPInstanceUID")
+        if uid:
+            refs.add(str(uid))
+    return refs
+
+
+def _acq_time(ds: Dataset) -> str:
+    value = str(ds.get("AcquisitionDateTime", "") or "").strip()
+    if value:
+        return value.split(".")[0]
+    date = str(ds.get("AcquisitionDate", "") or "").strip()
+    tm = str(ds.get("AcquisitionTime", "") or "").strip().split(".")[0]
+    return f"{date}{tm}" if (date or tm) else ""
+
+
+def same_acquisition(a: Dataset, b: Dataset) -> bool:
+    """True when ``a`` and ``b`` are the same acquisition (rule in the module docstring)."""
+    if str(a.get("StudyInstanceUID", "")) != str(b.get("StudyInstanceUID", "")):
+        return False
+    if (a.get("Rows"), a.get("Columns")) != (b.get("Rows"), b.get("Columns")):
+        return False
+    if str(b.SOPInstanceUID) in _source_refs(a) or str(a.SOPInstanceUID) in _source_refs(b):
+        return True
+    num_a, num_b = a.get("AcquisitionNumber"), b.get("AcquisitionNumber")
+    if num_a in (None, "") or num_b in (None, "") or str(num_a) != str(num_b):
+        return False
+    time_a, time_b = _acq_time(a), _acq_time(b)
+    return bool(time_a) and time_a == time_b
+
+
+def _load_source(db: Database, instance_id: int) -> _Source:
+    with db.session() as session:
+        row = session.execute(
+            select(
+                Instance.id,
+                Instance.sop_instance_uid,
+                Instance.spool_key,
+                Instance.calling_ae_title,
+                Instance.received_at,
+                Series.study_id,
+            )
+            .join(Series, Series.id == Instance.series_id)
+            .where(Instance.id == instance_id)
+        ).first()
+    if row is None:
+        raise LookupError(f"instance {instance_id} of the job is not in the database")
+    return _Source(row[0], row[1], row[2], row[3], row[4], row[5])
+
+
+def _twins(
+    ctx: PipelineContext, src: _Source, ds: Dataset, want_intent: str
+) -> list[tuple[int, str, int | None]]:
+    """(instance id, SOP Instance UID, job id) of stored images of the same acquisition with ``want_intent``."""
+    rows = ds.get("Rows")
+    cols = ds.get("Columns")
+    with ctx.db.session() as session:
+        candidates = session.execute(
+            select(Instance.id, Instance.sop_instance_uid, Instance.spool_key, Instance.presentation_intent)
+            .join(Series, Series.id == Instance.series_id)
+            .where(Series.study_id == src.study_id, Instance.id != src.instance_id)
+            .where(Instance.rows == rows, Instance.columns == cols)
+        ).all()
+        jobs = {
+            iid: jid
+            for iid, jid in session.execute(
+                select(Job.instance_id, Job.id)
+                .where(Job.instance_id.in_([c.id for c in candidates]))
+                .order_by(Job.id)
+            ).all()
+        }
+    found = []
+    for cand in candidates:
+        if (cand.presentation_intent or "").strip().upper() != want_intent:
+            continue
+        try:
+            other = dcmread(ctx.spool.path(cand.spool_key), stop_before_pixels=True)
+        except Exception as exc:  # a damaged companion must not break this job
+            log.warning("companion image unreadable", instance_id=cand.id, error_type=type(exc).__name__)
+            continue
+        if same_acquisition(ds, other):
+            found.append((cand.id, cand.sop_instance_uid, jobs.get(cand.id)))
+    return found
+
+
+def choose_reference(ctx: PipelineContext, src: _Source, ds: Dataset) -> ReferenceChoice:
+    """Apply the FOR PRESENTATION / FOR PROCESSING rule (module docstring) to this job's image."""
+    intent = _intent(ds)
+    if intent == FOR_PROCESSING:
+        twins = _twins(ctx, src, ds, FOR_PRESENTATION)
+        if twins:
+            _, uid, job_id = twins[0]
+            return ReferenceChoice(
+                "superseded",
+                f"FOR PROCESSING image superseded by the FOR PRESENTATION image {uid} of the same "
+                f"acquisition (job {job_id}), which is analysed and referenced instead",
+                job_id,
+                uid,
+            )
+        waited = (ctx.clock() - src.received_at).total_seconds()
+        if waited < ctx.settings.jobs.for_processing_wait_s:
+            return ReferenceChoice("wait", "waiting for the FOR PRESENTATION image of the same acquisition")
+        return ReferenceChoice(
+            "analyse",
+            f"FOR PROCESSING image analysed itself: no FOR PRESENTATION image of the same acquisition "
+            f"arrived within {ctx.settings.jobs.for_processing_wait_s:g} s",
+        )
+    if intent == FOR_PRESENTATION:
+        earlier = [t for t in _twins(ctx, src, ds, FOR_PROCESSING) if t[2] is not None]
+        if earlier:
+            with ctx.db.session() as session:
+                state = session.execute(select(Job.state).where(Job.id == earlier[0][2])).scalar_one()
+            if state is JobState.SUCCEEDED:
+                return ReferenceChoice(
+                    "analyse",
+                    f"FOR PRESENTATION image arrived after its FOR PROCESSING twin {earlier[0][1]} was "
+                    f"analysed (job {earlier[0][2]}); analysed again so results reference the displayed image",
+                    earlier[0][2],
+                    earlier[0][1],
+                )
+    return ReferenceChoice("analyse", "")
+
+
+def summarize(
+    result: LumbarResult | CervicalResult,
+    analysis: Analysis,
+    reference_uid: str,
+    objects: list[StoredResult],
+    notes: list[str],
+) -> dict[str, Any]:
+    """The job's ``summary`` JSON: findings and identities, no pixels, no patient data."""
+    model = result.model
+    out: dict[str, Any] = {
+        "analysis": analysis.value,
+        "reference_sop_instance_uid": reference_uid,
+        "has_findings": bool(result.has_findings),
+        "model": {"name": model.name, "version": model.version, "weights_sha256": model.weights_sha256},
+        "results": [
+            {
+                "kind": o.kind,
+                "sop_instance_uid": o.sop_instance_uid,
+                "series_instance_uid": o.series_instance_uid,
+            }
+            for o in objects
+        ],
+        "notes": list(result.notes) + notes,
+    }
+    if isinstance(result, LumbarResult):
+        out["lumbar"] = {
+            "view": result.view.value,
+            "vertebrae": [v.label.value for v in result.vertebrae],
+            "missing": [v.value for v in result.missing],
+            "anterior_direction": result.anterior_direction,
+            "listhesis_threshold_percent": result.listhesis_threshold_percent,
+            "levels": [
+                {
+                    "level": lv.name,
+                    "status": lv.status.value,
+                    "slip_percent": None if lv.slip_percent is None else round(float(lv.slip_percent), 2),
+                    "direction": lv.direction.value,
+                    "grade": lv.grade.value,
+                    **({"reason": lv.reason} if lv.reason else {}),
+                }
+                for lv in result.levels
+            ],
+        }
+    else:
+        out["cervical"] = {
+            "laterality": result.laterality.value,
+            "probability": round(float(result.probability), 4),
+            "label": result.label.value,
+            "operating_point": float(result.operating_point),
+            "roi": [round(float(v), 1) for v in result.roi],
+        }
+    return out
+
+
+def _findings_line(summary: dict[str, Any]) -> str:
+    if "lumbar" in summary:
+        graded = [
+            f"{lv['level']} {lv['grade']}"
+            for lv in summary["lumbar"]["levels"]
+            if lv["grade"] not in ("none", None)
+        ]
+        return "listhesis " + ", ".join(graded) if graded else "no listhesis graded"
+    c = summary["cervical"]
+    return f"{c['label']} (p={c['probability']:.2f}, {c['laterality']})"
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
+    """Process one claimed job to its end state (see the module docstring).
+
+    Parameters
+    ----------
+    job
+        The job, claimed by ``job.owner`` (its lease is kept alive by the runner's heartbeat).
+    ctx
+        Settings, database, spool, model registry.
+
+    Raises
+    ------
+    LeaseLost
+        The lease was lost; everything this attempt did was rolled back.
+    Exception
+        Any failure (unreadable file, analysis or encoding error, database error): the runner
+        records a failed attempt (retry with back-off, then dead).
+    """
+    from cdss.encode import encode_results
+    from cdss.route import route
+
+    settings = ctx.settings
+    src = _load_source(ctx.db, job.instance_id)
+    ds = dcmread(ctx.spool.path(src.spool_key))
+
+    decision = route(ds, settings.route, src.calling_ae_title)
+    analysis = Analysis(decision.analysis)
+    with ctx.db.session() as session:
+        j = guard_lease(session, job.id, job.owner)
+        j.analysis = analysis.value
+        j.route_reason = decision.reason
+
+    if analysis is Analysis.NOT_APPLICABLE:
+        _finish_not_applicable(
+            ctx, job, decision.reason, {"analysis": analysis.value, "reason": decision.reason}
+        )
+        return
+
+    choice = choose_reference(ctx, src, ds)
+    if choice.action == "wait":
+        until = src.received_at + dt.timedelta(seconds=settings.jobs.for_processing_wait_s)
+        if not defer_job(
+            ctx.db, job.id, job.owner, max(until, ctx.clock()), f"{decision.reason}; {choice.reason}"
+        ):
+            raise LeaseLost(f"job {job.id}: lease lost while deferring")
+        log.info("job waits for the FOR PRESENTATION image", job_id=job.id, until=until.isoformat())
+        return
+    if choice.action == "superseded":
+        _finish_not_applicable(
+            ctx,
+            job,
+            choice.reason,
+            {
+                "analysis": analysis.value,
+                "reason": choice.reason,
+                "superseded_by_job_id": choice.twin_job_id,
+                "superseded_by_sop_instance_uid": choice.twin_sop_instance_uid,
+            },
+        )
+        return
+
+    started = time.monotonic()
+    include_sc = settings.results.secondary_capture and (
+        any(d.send_sc for d in settings.destinations) or settings.dispatch.return_to_calling_ae
+    )
+    try:
+        result = ctx.registry.analyse(analysis, ds, laterality=decision.laterality)
+        encoded = encode_results(ds, result, settings.results, include_sc=include_sc)
+    except _permanent_errors() as exc:
+        raise UnanalysableImage(f"{type(exc).__name__}: {exc}") from exc
+    ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(time.monotonic() - started)
+
+    stored: list[StoredResult] = []
+    created_keys: list[str] = []
+    for obj in encoded:
+        sf = ctx.spool.store_result(obj.to_bytes())
+        if sf.created:
+            created_keys.append(sf.key)
+        stored.append(
+            StoredResult(
+                kind=obj.kind.value if hasattr(obj.kind, "value") else str(obj.kind),
+                sop_class_uid=obj.sop_class_uid,
+                sop_instance_uid=obj.sop_instance_uid,
+                series_instance_uid=obj.series_instance_uid,
+                spool_key=sf.key,
+                sha256=sf.sha256,
+                size_bytes=sf.size,
+                model_name=result.model.name,
+                model_version=result.model.version,
+            )
+        )
+    summary = summarize(
+        result, analysis, src.sop_instance_uid, stored, [choice.reason] if choice.reason else []
+    )
+    summary["route_reason"] = decision.reason
+    try:
+        with ctx.db.session() as session:
+            finish_job(session, job.id, job.owner, JobState.SUCCEEDED, summary=summary, now=ctx.clock())
+            record_results(session, job.id, stored, settings, src.calling_ae_title)
+            audit_job(
+                session,
+                job.id,
+                action=Action.CREATE,
+                outcome=Outcome.SUCCESS,
+                description=(
+                    f"{analysis.value} analysis by {result.model.name} {result.model.version}: "
+                    f"{_findings_line(summary)}; {len(stored)} result object(s) created "
+                    f"({', '.join(o.kind for o in stored)})"
+                ),
+                detail={
+                    "analysis": analysis.value,
+                    "result_sop_instance_uids": [o.sop_instance_uid for o in stored],
+                    "model": f"{result.model.name} {result.model.version}",
+                    "weights_sha256": result.model.weights_sha256,
+                    "has_findings": summary["has_findings"],
+                },
+            )
+    except LeaseLost:
+        for key in created_keys:  # nothing refers to them: this attempt's results are discarded
+            with contextlib.suppress(Exception):
+                ctx.spool.delete(key)
+        raise
+    JOBS_FINISHED.labels(analysis=analysis.value, outcome="succeeded").inc()
+    log.info(
+        "job succeeded",
+        job_id=job.id,
+        analysis=analysis.value,
+        objects=len(stored),
+        seconds=round(time.monotonic() - started, 2),
+    )
+    if ctx.on_results is not None:
+        try:
+            ctx.on_results(job.id)
+        except Exception as exc:  # pragma: no cover - a wake-up must never fail the job
+            log.warning("could not wake the dispatcher", error=str(exc))
+
+
+def _finish_not_applicable(
+    ctx: PipelineContext, job: ClaimedJob, reason: str, summary: dict[str, Any]
+) -> None:
+    with ctx.db.session() as session:
+        finish_job(session, job.id, job.owner, JobState.NOT_APPLICABLE, summary=summary, now=ctx.clock())
+        audit_job(
+            session,
+            job.id,
+            action=Action.EXECUTE,
+            outcome=Outcome.SUCCESS,
+            description=f"Analysis not applicable: {reason}",
+            detail={"analysis": "not_applicable", "reason": reason},
+        )
+    JOBS_FINISHED.labels(analysis=summary.get("analysis", "not_applicable"), outcome="not_applicable").inc()
+    log.info("job not applicable", job_id=job.id)
+
+
+def study_of_job(db: Database, job_id: int) -> str | None:
+    """Study Instance UID of a job's source image (for tests and the CLI)."""
+    with db.session() as session:
+        return session.execute(
+            select(Study.study_instance_uid)
+            .join(Series, Series.study_id == Study.id)
+            .join(Instance, Instance.series_id == Series.id)
+            .join(Job, Job.instance_id == Instance.id)
+            .where(Job.id == job_id)
+        ).scalar_one_or_none()
