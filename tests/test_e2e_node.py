@@ -1,0 +1,205 @@
+"""End to end: ``cdss serve`` as a subprocess, DCMTK storescu as the modality, Orthanc as the PACS.
+
+Runs the real models (the shipped weights); skipped on a laptop without them, failed in CI.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+
+from cdss.db import AuditEvent, Instance, Job, JobState
+from tests.node_process import NodeProcess, require_models, storescu, synthetic_images
+from tests.peers import Orthanc
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+
+def referenced_uids(ds: Dataset) -> set[str]:
+    """Every ReferencedSOPInstanceUID anywhere in ``ds`` (SEG, SR evidence, GSPS references)."""
+    found: set[str] = set()
+    for elem in ds.iterall():
+        if elem.keyword == "ReferencedSOPInstanceUID" and elem.value:
+            found.add(str(elem.value))
+    return found
+
+
+def orthanc_objects(pacs: Orthanc) -> list[Dataset]:
+    return [dcmread(io.BytesIO(pacs.file(i))) for i in pacs.instances()]
+
+
+def wait_for_results(pacs: Orthanc, count: int, timeout: float) -> list[Dataset]:
+    deadline = time.monotonic() + timeout
+    objects: list[Dataset] = []
+    while time.monotonic() < deadline:
+        if len(pacs.instances()) >= count:
+            time.sleep(1.0)  # let any (unexpected) extra object arrive too
+            return orthanc_objects(pacs)
+        time.sleep(0.5)
+    objects = orthanc_objects(pacs)
+    raise AssertionError(f"{len(objects)} of {count} result objects reached the PACS in {timeout} s")
+
+
+@pytest.fixture
+def node(tmp_path: Path, orthanc: Orthanc) -> Iterator[NodeProcess]:
+    require_models()
+    n = NodeProcess(
+        tmp_path / "node",
+        destinations=[
+            {"name": "pacs", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+        ],
+    )
+    banner = n.start()
+    assert f"storescu -aec CDSS 127.0.0.1 {n.dicom_port}" in banner
+    assert f"pacs: {orthanc.aet}@127.0.0.1:{orthanc.dicom_port}" in banner
+    yield n
+    n.stop()
+
+
+def test_lumbar_and_cervical_results_reach_the_pacs_and_non_spine_is_not_applicable(
+    node: NodeProcess, orthanc: Orthanc, tmp_path: Path
+) -> None:
+    files = synthetic_images(
+        tmp_path / "modality", [("lumbar_lateral", 0), ("cervical_oblique", 0), ("other", 0)]
+    )
+    sources = {f.stem: dcmread(f, stop_before_pixels=True) for f in files}
+    report = storescu(files, node.dicom_port)
+    assert report.returncode == 0 and report.failed == [], report.output
+
+    objects = wait_for_results(orthanc, 5, timeout=240)
+    by_source: dict[str, list[Dataset]] = {}
+    for ds in objects:
+        for name, src in sources.items():
+            if str(src.SOPInstanceUID) in referenced_uids(ds):
+                assert ds.StudyInstanceUID == src.StudyInstanceUID  # a new series in the source study
+                assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+                by_source.setdefault(name, []).append(ds)
+    assert sorted(str(d.Modality) for d in by_source["lumbar_lateral_000"]) == ["PR", "SEG", "SR"]
+    assert sorted(str(d.Modality) for d in by_source["cervical_oblique_000"]) == ["PR", "SR"]
+    assert "other_000" not in by_source
+    assert len(objects) == 5  # nothing duplicated, nothing unattributed
+
+    db = node.database()
+    try:
+        with db.session() as s:
+            jobs = {
+                uid: (state, summary)
+                for uid, state, summary in s.execute(
+                    select(Instance.sop_instance_uid, Job.state, Job.summary).join(
+                        Job, Job.instance_id == Instance.id
+                    )
+                ).all()
+            }
+            events = list(s.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+        other_uid = str(sources["other_000"].SOPInstanceUID)
+        assert jobs[other_uid][0] is JobState.NOT_APPLICABLE
+        na = [e for e in events if e.description.startswith("Analysis not applicable")]
+        assert len(na) == 1 and na[0].detail["sop_instance_uid"] == other_uid
+        lumbar = jobs[str(sources["lumbar_lateral_000"].SOPInstanceUID)]
+        assert lumbar[0] is JobState.SUCCEEDED and "lumbar" in lumbar[1]
+        sent = [e for e in events if e.event_id == "110104" and e.action == "R"]
+        assert sum(len(e.detail["sop_instance_uids"]) for e in sent) == 5
+        assert any(e.event_type == "Application Start" for e in events)
+    finally:
+        db.dispose()
+
+    health = httpx.get(f"http://127.0.0.1:{node.api_port}/healthz", timeout=10)
+    assert health.status_code == 200
+    assert node.stop() == 0
+    db = node.database()
+    try:
+        with db.session() as s:
+            last = s.execute(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).scalar_one()
+        assert last.event_type == "Application Stop"
+    finally:
+        db.dispose()
+
+
+@pytest.mark.slow
+def test_celery_backend_with_postgresql_and_rabbitmq(
+    tmp_path: Path, orthanc: Orthanc, postgres_url: str
+) -> None:
+    """Scale-out configuration: `cdss serve` publishes, a separate `cdss worker` analyses."""
+    import uuid
+
+    from tests.peers import require
+    from tests.test_jobs_backends import _rabbitmq_up
+
+    require_models("lumbar")
+    require(_rabbitmq_up(), "RabbitMQ on 127.0.0.1:5672", "start rabbitmq-server (guest/guest)")
+    queue = f"cdss.e2e.{uuid.uuid4().hex[:8]}"
+    node = NodeProcess(
+        tmp_path / "node",
+        database_url=postgres_url,
+        destinations=[
+            {"name": "pacs", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+        ],
+        extra={"jobs": {"backend": "celery", "celery_queue": queue, "workers": 1}},
+    )
+    banner = node.start()
+    assert "backend celery" in banner
+    node.start_worker()
+    try:
+        files = synthetic_images(tmp_path / "modality", [("lumbar_lateral", 7), ("other", 8)])
+        report = storescu(files, node.dicom_port)
+        assert report.failed == [], report.output
+        lumbar = dcmread(files[0], stop_before_pixels=True)
+        objects = wait_for_results(orthanc, 2, timeout=300)
+        assert all(str(lumbar.SOPInstanceUID) in referenced_uids(o) for o in objects)
+        assert {"SR", "PR"} <= {str(o.Modality) for o in objects}
+    finally:
+        worker_rc = node.stop_worker()
+        node.stop()
+        from cdss.config import JobSettings
+        from cdss.jobs.celery_backend import make_celery_app
+
+        app = make_celery_app(JobSettings(celery_queue=queue))
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+    assert worker_rc == 0, node.worker_log()[-3000:]
+
+
+def test_node_without_destinations_warns_and_resumes_queued_work_after_a_crash(tmp_path: Path) -> None:
+    """No models needed: a non-spine image is routed to "not applicable"."""
+    node = NodeProcess(tmp_path / "node", extra={"jobs": {"workers": 0}})  # receive only
+    banner = node.start()
+    assert "WARNING no [[destinations]] configured" in banner
+    files = synthetic_images(tmp_path / "modality", [("other", 3)])
+    uid = str(dcmread(files[0], stop_before_pixels=True).SOPInstanceUID)
+    report = storescu(files, node.dicom_port)
+    assert report.failed == [], report.output
+    node.kill()  # crash with the job still queued
+
+    node.extra["jobs"] = {"workers": 1}
+    node.start()
+    db = node.database()
+    try:
+        deadline = time.monotonic() + 60
+        state = None
+        while time.monotonic() < deadline:
+            with db.session() as s:
+                state = s.execute(
+                    select(Job.state)
+                    .join(Instance, Instance.id == Job.instance_id)
+                    .where(Instance.sop_instance_uid == uid)
+                ).scalar_one()
+            if state not in (JobState.QUEUED, JobState.RUNNING):
+                break
+            time.sleep(0.2)
+        assert state is JobState.NOT_APPLICABLE
+        with db.session() as s:
+            events = list(s.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+        kinds = [e.event_type for e in events if e.event_id == "110100"]
+        assert kinds == ["Application Start", "Application Start"]  # the killed node never said Stop
+        assert any(e.description.startswith("Analysis not applicable") for e in events)
+    finally:
+        db.dispose()
+    assert node.stop() == 0

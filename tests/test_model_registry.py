@@ -1,0 +1,54 @@
+"""ModelRegistry: lazy, load-once, thread-safe; lumbar served by the shipped weights."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from cdss.analysis.registry import ModelRegistry, NotAnalysableError
+from cdss.analysis.types import LevelStatus, LumbarResult, LumbarView
+from cdss.config import Analysis, ModelSettings
+
+HELDOUT = Path(__file__).resolve().parent.parent / "fixtures" / "heldout" / "lumbar"
+
+
+def test_registry_loads_once_and_analyses() -> None:
+    reg = ModelRegistry(ModelSettings(device="cpu", torch_threads=1))
+    assert reg.loaded() == []
+    models = []
+
+    def grab() -> None:
+        models.append(reg.get(Analysis.LUMBAR_LATERAL))
+
+    threads = [threading.Thread(target=grab) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(m) for m in models}) == 1  # one instance for all threads
+    assert reg.get(Analysis.LUMBAR_AP) is models[0]  # AP shares the model unless configured otherwise
+    assert reg.loaded() == ["lumbar:shipped"]
+
+    ds = pydicom.dcmread(sorted(HELDOUT.glob("*_standard.dcm"))[0])
+    result = reg.analyse(Analysis.LUMBAR_LATERAL, ds)
+    assert isinstance(result, LumbarResult) and result.view is LumbarView.LATERAL
+    assert result.model.weights_sha256 == reg.model_info(Analysis.LUMBAR_LATERAL).weights_sha256
+    assert result.listhesis_threshold_percent == 5.0
+    assert len(result.levels) == 5 and all(lv.status is LevelStatus.MEASURED for lv in result.levels)
+    ap = reg.analyse(Analysis.LUMBAR_AP, ds)
+    assert ap.view is LumbarView.AP
+
+
+def test_registry_threshold_comes_from_settings() -> None:
+    reg = ModelRegistry(ModelSettings(device="cpu", listhesis_threshold_percent=12.5))
+    reg.warm_up([Analysis.LUMBAR_LATERAL, Analysis.NOT_APPLICABLE])
+    assert reg.get(Analysis.LUMBAR_LATERAL).threshold_percent == 12.5
+
+
+def test_not_applicable_has_no_model() -> None:
+    reg = ModelRegistry(ModelSettings(device="cpu"))
+    with pytest.raises(NotAnalysableError):
+        reg.get(Analysis.NOT_APPLICABLE)
