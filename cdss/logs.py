@@ -7,6 +7,7 @@ logging is switched off here as well.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -35,9 +36,44 @@ def _redact_phi(_logger: object, _name: str, event_dict: dict) -> dict:
     return event_dict
 
 
+class _StderrLogger:
+    """A structlog logger that writes to whatever ``sys.stderr`` is *now*.
+
+    ``structlog.PrintLoggerFactory(file=sys.stderr)`` keeps the stream object of the moment it was
+    configured; when that was a temporary stream (a test runner's capture, Typer's CliRunner),
+    every later log call raises "I/O operation on closed file". Resolving the stream per call
+    avoids that, and a failing write never takes the caller down.
+    """
+
+    def msg(self, message: str) -> None:
+        # A closed or broken stream drops the line; the caller keeps working.
+        with contextlib.suppress(ValueError, OSError):
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = failure = err = msg
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A logging handler bound to the current ``sys.stderr`` (same reason as :class:`_StderrLogger`)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def _stderr_logger_factory(*_args: object) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure_logging(level: str = "INFO", json_output: bool = False) -> None:
     """Configure structlog and the standard library logging once per process."""
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=getattr(logging, level.upper(), 20))
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(handlers=[handler], level=getattr(logging, level.upper(), 20))
     for noisy in (
         "pynetdicom",
         "PIL",
@@ -71,7 +107,7 @@ def configure_logging(level: str = "INFO", json_output: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), 20)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=True,
     )
 

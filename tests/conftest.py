@@ -69,3 +69,12 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     """A private Orthanc instance acting as the PACS."""
     with run_orthanc(tmp_path / "orthanc") as pacs:
         yield pacs
+
+
+@pytest.fixture(autouse=True)
+def _reap_node_processes() -> Iterator[None]:
+    """Kill any ``cdss serve``/``cdss worker`` a test started and did not stop (e.g. it failed)."""
+    yield
+    from tests.node_process import reap_spawned
+
+    reap_spawned()

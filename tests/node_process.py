@@ -32,6 +32,21 @@ __all__ = [
 ]
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "cdss" / "analysis" / "weights"
+# Every process spawned by a NodeProcess, so that a failing test cannot leave a node running
+# (see ``reap_spawned``, called after every test by an autouse fixture in conftest.py).
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+def reap_spawned() -> int:
+    """SIGKILL every node or worker process a test left running; return how many there were."""
+    left = [p for p in _SPAWNED if p.poll() is None]
+    for proc in left:
+        proc.kill()
+        proc.wait()
+    _SPAWNED.clear()
+    return len(left)
+
+
 SHIPPED = (WEIGHTS / "lumbar" / "cdss-lumbar-seg.pt", WEIGHTS / "cervical" / "cdss-cervical.pt")
 
 
@@ -209,9 +224,11 @@ class NodeProcess:
             "--config",
             str(self.config_path),
         ]
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [*cmd, *args], cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env
         )
+        _SPAWNED.append(proc)
+        return proc
 
     def start_worker(self) -> None:
         """Start ``cdss worker`` (Celery) with the same configuration (jobs.backend = celery)."""

@@ -406,8 +406,9 @@ class Receiver:
         refusal = self.policy.check(calling, called, address)
         if refusal is None:
             return
-        assoc.acse.send_reject(*refusal.rsd)
+        # Audit first: once the peer reads the rejection, the security alert is already committed.
         self._audit_rejection(refusal.reason, refusal.description, refusal.outcome, calling, called, address)
+        assoc.acse.send_reject(*refusal.rsd)
         assoc.kill()
 
     def _on_rejected(self, event: evt.Event) -> None:
