@@ -15,6 +15,7 @@ from cdss.analysis.cervical.network import (
     IDENTITY_THETA,
     SpatialTransformer,
     StenosisNet,
+    build_classifier,
     build_resnet50,
     rotation_theta,
     theta_angle,
@@ -298,6 +299,24 @@ def test_bundle_round_trip_in_half_precision(tmp_path: Path) -> None:
     assert blob["roi_detector"] is None
     # 25.5 M parameters in fp16 ≈ 47 MiB
     assert 40e6 < path.stat().st_size < 60e6
+
+
+def test_lighter_backbone_round_trips_and_is_rebuilt_from_the_meta(tmp_path: Path) -> None:
+    from cdss.analysis.cervical import CervicalAnalyzer
+
+    clf = build_classifier("resnet18", "max")
+    meta = BundleMeta(imgsz=64, backbone="resnet18", pool="max", stn_loc_size=0)
+    path = tmp_path / "r18.pt"
+    save_bundle(path, meta, None, clf.state_dict(), None)
+    # 11.2 M parameters in fp16 ≈ 21 MiB
+    assert 18e6 < path.stat().st_size < 26e6
+    analyzer = CervicalAnalyzer.load(path, "cpu")
+    assert analyzer.meta.backbone == "resnet18"
+    got = analyzer.net.classifier.state_dict()
+    for key, value in clf.state_dict().items():
+        assert got[key].shape == value.shape, key
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'"):
+        build_classifier("vgg16", "max")
 
 
 def test_bundle_errors_are_specific(tmp_path: Path) -> None:

@@ -52,6 +52,9 @@ def train_cervical_cmd(
     pool: str = typer.Option(
         "max", "--pool", help="ResNet50 global pooling: max (shipped) or avg (torchvision)."
     ),
+    backbone: str = typer.Option(
+        "resnet50", "--backbone", help="Classifier: resnet50 (seed 004), resnet34 or resnet18."
+    ),
     lr: float = typer.Option(0.001, "--lr", help="Initial SGD learning rate (seed 004: 0.001)."),
     lr_milestones: str | None = typer.Option(
         None,
@@ -107,6 +110,7 @@ def train_cervical_cmd(
         batch=batch,
         crop=crop,
         pool=pool,
+        backbone=backbone,
         lr=lr,
         lr_milestones=tuple(float(v) for v in lr_milestones.split(",")) if lr_milestones else None,
         warmup_fraction=warmup,

@@ -50,7 +50,7 @@ from cdss.analysis.cervical.bundle import BundleMeta, file_sha256, save_bundle
 from cdss.analysis.cervical.network import (
     SpatialTransformer,
     StenosisNet,
-    build_resnet50,
+    build_classifier,
     rotation_theta,
     theta_angle,
 )
@@ -110,6 +110,7 @@ class CervicalTrainConfig:
     margin: float = 0.08
     crop: str = "stretch"
     pool: str = "max"
+    backbone: str = "resnet50"
     resume: bool = False
     stn_epochs: int = 8
     stn_lr: float = 1e-3
@@ -457,7 +458,7 @@ def train_classifier(
     device = resolve_device(cfg.device)
     _seed_everything(cfg.seed + 2)
     stn = _load_stn(stn_path, device) if stn_path is not None and stn_path.exists() else None
-    net = StenosisNet(stn, build_resnet50(cfg.pool)).to(device)
+    net = StenosisNet(stn, build_classifier(cfg.backbone, cfg.pool)).to(device)
     if device == "cpu":  # oneDNN convolutions are faster in NHWC (measured ~12 % on this CPU)
         net.classifier.to(memory_format=torch.channels_last)
     params = [p for p in net.classifier.parameters() if p.requires_grad]
@@ -719,6 +720,8 @@ def export_bundle(
         margin=cfg.margin,
         crop=cfg.crop,
         pool=cfg.pool,
+        backbone=cfg.backbone,
+        architecture=f"YOLO11n ROI + STN + {cfg.backbone.replace('resnet', 'ResNet')}",
         operating_point=float(val.get("operating_point", 0.5)),
         operating_point_method=cfg.operating_point_method,
         stn_loc_size=loc,

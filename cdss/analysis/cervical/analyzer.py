@@ -32,7 +32,7 @@ import torch
 from pydicom.dataset import Dataset
 
 from cdss.analysis.cervical.bundle import BundleError, BundleMeta, file_sha256, load_bundle
-from cdss.analysis.cervical.network import SpatialTransformer, StenosisNet, build_resnet50, theta_angle
+from cdss.analysis.cervical.network import SpatialTransformer, StenosisNet, build_classifier, theta_angle
 from cdss.analysis.cervical.preprocess import crop_roi, equalize, to_canonical
 from cdss.analysis.cervical.roi import RoiDetection, RoiDetector
 from cdss.analysis.pixels import display_image, to_uint8
@@ -160,7 +160,7 @@ class CervicalAnalyzer:
             stn.load_state_dict(
                 {k: v.float() if v.is_floating_point() else v for k, v in blob["stn"].items()}
             )
-        classifier = build_resnet50(meta.pool)
+        classifier = build_classifier(meta.backbone, meta.pool)
         classifier.load_state_dict(
             {k: v.float() if v.is_floating_point() else v for k, v in blob["classifier"].items()}
         )

@@ -56,8 +56,10 @@ class BundleMeta:
     crop
         ``stretch`` (ROI + margin resized to the square input, seed 004) or ``pad`` (aspect
         kept, padded to a square).
+    backbone
+        Classifier network: ``resnet50`` (seed 004) or ``resnet34``/``resnet18``.
     pool
-        ResNet50 global pooling, ``avg`` or ``max`` (see :func:`~cdss.analysis.cervical.network.build_resnet50`).
+        ResNet global pooling, ``avg`` or ``max`` (see :func:`~cdss.analysis.cervical.network.build_resnet50`).
     canonical
         Laterality every view is flipped into (``"R"``).
     operating_point
@@ -79,6 +81,7 @@ class BundleMeta:
     imgsz: int = 256
     margin: float = 0.08
     crop: str = "pad"
+    backbone: str = "resnet50"
     pool: str = "avg"
     canonical: str = "R"
     operating_point: float = 0.5

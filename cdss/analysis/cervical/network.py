@@ -24,10 +24,12 @@ import torchvision
 from torch import nn
 
 __all__ = [
+    "BACKBONES",
     "IDENTITY_THETA",
     "POOLING",
     "SpatialTransformer",
     "StenosisNet",
+    "build_classifier",
     "build_resnet50",
     "rotation_theta",
     "theta_angle",
@@ -133,10 +135,12 @@ class SpatialTransformer(nn.Module):
 
 #: Global pooling choices for :func:`build_resnet50`.
 POOLING = ("max", "avg")
+#: Classifier backbones: seed 004's ResNet50, and the lighter ResNets for a CPU-bound training budget.
+BACKBONES = ("resnet50", "resnet34", "resnet18")
 
 
 def build_resnet50(pool: str = "avg") -> nn.Module:
-    """ResNet50, random init, 1-channel input, one output logit.
+    """ResNet50, random init, 1-channel input, one output logit (seed 004's classifier).
 
     Parameters
     ----------
@@ -144,22 +148,39 @@ def build_resnet50(pool: str = "avg") -> nn.Module:
         Global pooling before the classifier: ``avg`` (torchvision's ResNet50) or ``max``.
         Stenosis is an *any of five foramina* finding — a small local sign — and global max
         pooling passes the strongest local response straight to the logit instead of
-        averaging it with the ~99 % of normal image; see docs/models/cervical.md for the
-        measurement that made the shipped model use ``max``. No weights depend on the choice.
+        averaging it with the ~99 % of normal image. No weights depend on the choice.
 
     ``zero_init_residual=True`` starts every residual branch at zero (helps training from
     scratch, Goyal et al. 2017).
     """
+    return build_classifier("resnet50", pool)
+
+
+def build_classifier(backbone: str = "resnet50", pool: str = "avg") -> nn.Module:
+    """A torchvision ResNet (random init) with a 1-channel input and one output logit.
+
+    Parameters
+    ----------
+    backbone
+        ``resnet50`` (seed 004) or ``resnet34`` / ``resnet18`` (fewer operations per image:
+        more epochs in the same CPU budget; see docs/models/cervical.md for which one ships).
+    pool
+        ``avg`` or ``max`` global pooling (see :func:`build_resnet50`).
+    """
     if pool not in POOLING:
         raise ValueError(f"unknown pooling {pool!r}: one of {POOLING}")
-    model = torchvision.models.resnet50(weights=None, num_classes=1, zero_init_residual=True)
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}: one of {BACKBONES}")
+    factory = getattr(torchvision.models, backbone)
+    model = factory(weights=None, num_classes=1, zero_init_residual=True)
     model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     if pool == "max":
+        features = int(model.fc.in_features)
         model.avgpool = nn.AdaptiveMaxPool2d(1)  # torchvision's attribute name; a max pool here
-        # max-pooled layer-4 features are large (the identity paths add up over 16 blocks); a
-        # BatchNorm on the pooled vector keeps the logit's scale — and SGD on it — stable
-        model.fc = nn.Sequential(nn.BatchNorm1d(2048), nn.Linear(2048, 1))
+        # max-pooled last-stage features are large (the identity paths add up over the blocks);
+        # a BatchNorm on the pooled vector keeps the logit's scale — and SGD on it — stable
+        model.fc = nn.Sequential(nn.BatchNorm1d(features), nn.Linear(features, 1))
     return model
 
 
