@@ -55,6 +55,9 @@ def train_cervical_cmd(
     backbone: str = typer.Option(
         "resnet50", "--backbone", help="Classifier: resnet50 (seed 004), resnet34 or resnet18."
     ),
+    optimizer: str = typer.Option(
+        "sgd", "--optimizer", help="sgd (seed 004, momentum 0.9) or adamw (shipped model, see card)."
+    ),
     lr: float = typer.Option(0.001, "--lr", help="Initial SGD learning rate (seed 004: 0.001)."),
     lr_milestones: str | None = typer.Option(
         None,
@@ -111,6 +114,7 @@ def train_cervical_cmd(
         crop=crop,
         pool=pool,
         backbone=backbone,
+        optimizer=optimizer,
         lr=lr,
         lr_milestones=tuple(float(v) for v in lr_milestones.split(",")) if lr_milestones else None,
         warmup_fraction=warmup,

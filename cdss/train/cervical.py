@@ -100,6 +100,7 @@ class CervicalTrainConfig:
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    optimizer: str = "sgd"
     step_fraction: float = 7 / 25
     lr_milestones: tuple[float, ...] | None = None
     warmup_fraction: float = 0.0
@@ -445,6 +446,15 @@ def _predict(
     return np.asarray(probs, float)
 
 
+def _optimizer(cfg: CervicalTrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Seed 004's SGD (momentum 0.9), or AdamW (what trains a randomly initialised ResNet here)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: sgd or adamw")
+
+
 def train_classifier(
     cfg: CervicalTrainConfig,
     cache: CropCache,
@@ -462,7 +472,7 @@ def train_classifier(
     if device == "cpu":  # oneDNN convolutions are faster in NHWC (measured ~12 % on this CPU)
         net.classifier.to(memory_format=torch.channels_last)
     params = [p for p in net.classifier.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = _optimizer(cfg, params)
     labels = cache.labels[train_idx]
     pos, neg = int(labels.sum()), int(len(labels) - labels.sum())
     pos_weight = torch.tensor(neg / max(pos, 1), dtype=torch.float32, device=device)
