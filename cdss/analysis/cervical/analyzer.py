@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset
 from cdss.analysis.cervical.bundle import BundleError, BundleMeta, file_sha256, load_bundle
 from cdss.analysis.cervical.network import SpatialTransformer, StenosisNet, build_classifier, theta_angle
 from cdss.analysis.cervical.preprocess import crop_roi, equalize, to_canonical
-from cdss.analysis.cervical.roi import RoiDetection, RoiDetector
+from cdss.analysis.cervical.roi import LOW_CONFIDENCE, RoiDetection, RoiDetector
 from cdss.analysis.pixels import display_image, to_uint8
 from cdss.analysis.types import CervicalResult, Laterality, ModelInfo, Normality
 
@@ -237,6 +237,8 @@ class CervicalAnalyzer:
                 )
             roi = detection.box
             notes.append(f"ROI detected (confidence {detection.confidence:.2f})")
+            if detection.confidence < LOW_CONFIDENCE:
+                notes.append("low ROI confidence: check that the outlined region is the cervical spine")
         if laterality is None:
             if detection is None:
                 raise CervicalAnalysisError("laterality unknown: not in the header and no ROI detection")

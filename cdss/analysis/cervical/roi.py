@@ -24,6 +24,7 @@ import numpy as np
 from cdss.analysis.types import Laterality
 
 __all__ = [
+    "LOW_CONFIDENCE",
     "ROI_CLASSES",
     "RoiDetection",
     "RoiDetector",
@@ -44,6 +45,14 @@ def resize_longest(image: np.ndarray, side: int) -> np.ndarray:
     if k >= 1.0:
         return image
     return cv2.resize(image, (max(1, round(cols * k)), max(1, round(rows * k))), interpolation=cv2.INTER_AREA)
+
+
+#: Lowest detector confidence kept. The single best box is used, however weak, because a cervical
+#: oblique routed here shows a cervical spine; the analyzer writes a note when it is below
+#: :data:`LOW_CONFIDENCE` so that the reader checks the ROI drawn in the GSPS.
+_MIN_CONFIDENCE = 0.01
+#: Confidence below which the result carries a "low ROI confidence" note.
+LOW_CONFIDENCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,7 @@ class RoiDetector:
                 self.model.predict(
                     inputs,
                     imgsz=self.imgsz,
-                    conf=0.05,
+                    conf=_MIN_CONFIDENCE,
                     device=self.device,
                     half=self.device.startswith("cuda"),
                     verbose=False,
