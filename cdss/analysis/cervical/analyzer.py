@@ -121,6 +121,8 @@ class CervicalAnalyzer:
         self.info = info
         self.device = device
         self.operating_point = operating_point
+        #: A caution from the shipped manifest's evaluation, written into every result's notes.
+        self.caution: str | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
@@ -193,7 +195,11 @@ class CervicalAnalyzer:
         op = float(operating_point) if operating_point is not None else float(meta.operating_point)
         if not 0.0 <= op <= 1.0:
             raise ValueError(f"operating point {op} outside [0, 1]")
-        return cls(net, detector, meta, info, resolved, op)
+        analyzer = cls(net, detector, meta, info, resolved, op)
+        if weights is None:
+            verdict = (shipped_manifest().get("evaluation") or {}).get("verdict")
+            analyzer.caution = f"model caution: {verdict}" if verdict else None
+        return analyzer
 
     def warm_up(self) -> None:
         """One dummy pass so the first real image does not pay for lazy initialisation."""
@@ -335,6 +341,8 @@ class CervicalAnalyzer:
             notes = [*p.notes]
             if self.net.stn is not None and math.isfinite(float(angle)):
                 notes.append(f"STN alignment {float(angle):+.1f} degrees")
+            if self.caution:
+                notes.append(self.caution)
             results.append(
                 CervicalResult(
                     laterality=p.laterality,
