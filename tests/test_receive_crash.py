@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -90,7 +89,9 @@ def test_kill_9_while_receiving_loses_no_acknowledged_instance(tmp_path: Path) -
     storescu = dcmtk_binary("storescu")
     crashes = 0
     total_acked: set[Path] = set()
-    for delay in (0.4, 0.8, 1.2, 1.6, 2.0):
+    # Kill after a given number of responses in each round (progress, not wall-clock time: on a
+    # busy machine a fixed delay lands before the first image or after the last).
+    for kill_after in (3, 12, 24, 36, 50):
         node = _start_node(work, port)
         sender = subprocess.Popen(
             [storescu, "-v", "-nh", "-aec", "CDSS", "127.0.0.1", str(port), *map(str, files)],
@@ -98,10 +99,19 @@ def test_kill_9_while_receiving_loses_no_acknowledged_instance(tmp_path: Path) -
             stderr=subprocess.STDOUT,
             text=True,
         )
-        time.sleep(delay)
+        assert sender.stdout is not None
+        head: list[str] = []
+        responses = 0
+        for line in sender.stdout:
+            head.append(line)
+            if "Received Store Response" in line:
+                responses += 1
+                if responses >= kill_after:
+                    break
         node.send_signal(signal.SIGKILL)
         node.wait()
-        output, _ = sender.communicate(timeout=120)
+        rest, _ = sender.communicate(timeout=120)
+        output = "".join(head) + (rest or "")
         acked = _acknowledged(output, files)
         total_acked.update(acked)
         if 0 < len(acked) < len(files):
