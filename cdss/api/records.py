@@ -75,6 +75,15 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def _time_range(stmt: Select[Any], column: Any, flt: RecordFilter) -> Select[Any]:
+    """``since <= column < until`` for the bounds ``flt`` sets (UTC)."""
+    if flt.since is not None:
+        stmt = stmt.where(column >= _utc(flt.since))
+    if flt.until is not None:
+        stmt = stmt.where(column < _utc(flt.until))
+    return stmt
+
+
 def summary_text(summary: dict[str, Any] | None) -> str | None:
     """One human-readable line from a job summary.
 
@@ -186,10 +195,7 @@ def _study_select(flt: RecordFilter) -> Select[Any]:
     stmt = select(Study, _status_expression().label("status"))
     if flt.study_id is not None:
         stmt = stmt.where(Study.id == flt.study_id)
-    if flt.since is not None:
-        stmt = stmt.where(Study.created_at >= _utc(flt.since))
-    if flt.until is not None:
-        stmt = stmt.where(Study.created_at < _utc(flt.until))
+    stmt = _time_range(stmt, Study.created_at, flt)
     if flt.patient_id is not None:
         stmt = stmt.where(Study.patient_id == flt.patient_id)
     if flt.accession is not None:
@@ -296,10 +302,7 @@ def _instance_select(flt: RecordFilter) -> Select[Any]:
         .join(Series, Instance.series_id == Series.id)
         .join(Study, Series.study_id == Study.id)
     )
-    if flt.since is not None:
-        stmt = stmt.where(Instance.received_at >= _utc(flt.since))
-    if flt.until is not None:
-        stmt = stmt.where(Instance.received_at < _utc(flt.until))
+    stmt = _time_range(stmt, Instance.received_at, flt)
     if flt.calling_ae is not None:
         stmt = stmt.where(Instance.calling_ae_title == flt.calling_ae)
     if flt.modality is not None:
@@ -380,10 +383,7 @@ def _job_select(flt: RecordFilter) -> Select[Any]:
         .join(Series, Instance.series_id == Series.id)
         .join(Study, Series.study_id == Study.id)
     )
-    if flt.since is not None:
-        stmt = stmt.where(Job.created_at >= _utc(flt.since))
-    if flt.until is not None:
-        stmt = stmt.where(Job.created_at < _utc(flt.until))
+    stmt = _time_range(stmt, Job.created_at, flt)
     if flt.status is not None:
         stmt = stmt.where(Job.state == JobState(flt.status))
     if flt.analysis is not None:
@@ -448,10 +448,7 @@ def _result_select(flt: RecordFilter) -> Select[Any]:
         .join(Series, Instance.series_id == Series.id)
         .join(Study, Series.study_id == Study.id)
     )
-    if flt.since is not None:
-        stmt = stmt.where(Result.created_at >= _utc(flt.since))
-    if flt.until is not None:
-        stmt = stmt.where(Result.created_at < _utc(flt.until))
+    stmt = _time_range(stmt, Result.created_at, flt)
     if flt.kind is not None:
         stmt = stmt.where(Result.kind == flt.kind.upper())
     if flt.job_id is not None:
@@ -509,10 +506,7 @@ def _delivery_select(flt: RecordFilter, delivery_id: int | None = None) -> Selec
     )
     if delivery_id is not None:
         stmt = stmt.where(Delivery.id == delivery_id)
-    if flt.since is not None:
-        stmt = stmt.where(Delivery.created_at >= _utc(flt.since))
-    if flt.until is not None:
-        stmt = stmt.where(Delivery.created_at < _utc(flt.until))
+    stmt = _time_range(stmt, Delivery.created_at, flt)
     if flt.status is not None:
         stmt = stmt.where(Delivery.state == DeliveryState(flt.status))
     if flt.destination is not None:

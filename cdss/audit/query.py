@@ -10,29 +10,13 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from cdss.audit.chain import CHAINED_FIELDS
 from cdss.db.models import AuditEvent
 
 __all__ = ["EXPORT_COLUMNS", "AuditFilter", "count_events", "event_dict", "iter_events", "select_events"]
 
 #: Column order of CSV / JSON exports (every stored column, chain fields included).
-EXPORT_COLUMNS = (
-    "seq",
-    "occurred_at",
-    "event_id",
-    "event_name",
-    "event_type",
-    "action",
-    "outcome",
-    "user",
-    "source",
-    "study_instance_uid",
-    "patient_id",
-    "accession_number",
-    "description",
-    "detail",
-    "prev_hash",
-    "hash",
-)
+EXPORT_COLUMNS = (*CHAINED_FIELDS, "hash")
 
 
 @dataclass

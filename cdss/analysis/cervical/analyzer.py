@@ -197,7 +197,7 @@ class CervicalAnalyzer:
             raise ValueError(f"operating point {op} outside [0, 1]")
         analyzer = cls(net, detector, meta, info, resolved, op)
         if weights is None:
-            verdict = (shipped_manifest().get("evaluation") or {}).get("verdict")
+            verdict = (man.get("evaluation") or {}).get("verdict")
             analyzer.caution = f"model caution: {verdict}" if verdict else None
         return analyzer
 
