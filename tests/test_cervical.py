@@ -319,6 +319,26 @@ def test_lighter_backbone_round_trips_and_is_rebuilt_from_the_meta(tmp_path: Pat
         build_classifier("vgg16", "max")
 
 
+def test_compact_backbone_round_trips_and_classifies_like_before_saving(tmp_path: Path) -> None:
+    from cdss.analysis.cervical import CervicalAnalyzer
+
+    torch.manual_seed(0)
+    clf = build_classifier("compact", "max").eval()
+    n_params = sum(p.numel() for p in clf.parameters())
+    assert 100_000 < n_params < 200_000  # the size the model card states
+    meta = BundleMeta(imgsz=64, backbone="compact", pool="max", stn_loc_size=0)
+    path = tmp_path / "compact.pt"
+    save_bundle(path, meta, None, clf.state_dict(), None)
+    analyzer = CervicalAnalyzer.load(path, "cpu")
+    assert analyzer.meta.backbone == "compact"
+    x = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        want = clf((x - 0.5) / 0.29).squeeze(-1)
+        got = analyzer.net(x.to(next(analyzer.net.parameters()).dtype)).float()
+    # the bundle stores fp16 weights: the logits agree to half precision
+    assert torch.allclose(got, want, atol=0.05, rtol=0.02)
+
+
 def test_bundle_errors_are_specific(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="do not exist"):
         load_bundle(tmp_path / "missing.pt")

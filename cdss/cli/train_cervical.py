@@ -53,7 +53,7 @@ def train_cervical_cmd(
         "max", "--pool", help="ResNet50 global pooling: max (shipped) or avg (torchvision)."
     ),
     backbone: str = typer.Option(
-        "resnet50", "--backbone", help="Classifier: resnet50 (seed 004), resnet34 or resnet18."
+        "resnet50", "--backbone", help="Classifier: resnet50 (seed 004), resnet34, resnet18 or compact (five-stage CNN; what ships)."
     ),
     optimizer: str = typer.Option(
         "sgd", "--optimizer", help="sgd (seed 004, momentum 0.9) or adamw (shipped model, see card)."
@@ -95,8 +95,11 @@ def train_cervical_cmd(
     threads: int = typer.Option(
         0, "--threads", min=0, help="Torch CPU threads (0 = default; use 1 on a CPU shared with other jobs)."
     ),
+    model_version: str = typer.Option(
+        "1.0.0", "--model-version", help="Version written into the bundle and manifest (e.g. 2.0.0)."
+    ),
 ) -> None:
-    """Train the cervical foraminal stenosis model (ROI detector, STN, ResNet50) — seed 004."""
+    """Train the cervical foraminal stenosis model (ROI detector, STN, ResNet50 or lighter) — seed 004."""
     from rich.progress import Progress
 
     from cdss.logs import configure_logging
@@ -132,6 +135,7 @@ def train_cervical_cmd(
         max_images=max_images,
         operating_point_method=operating_point,
         threads=threads,
+        version=model_version,
     )
     console.print(f"[bold]Training cervical stenosis[/bold] (stage {stage.value}) on {data} → {out}")
     with Progress(console=console, transient=True) as progress:

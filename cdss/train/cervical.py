@@ -731,7 +731,8 @@ def export_bundle(
         crop=cfg.crop,
         pool=cfg.pool,
         backbone=cfg.backbone,
-        architecture=f"YOLO11n ROI + STN + {cfg.backbone.replace('resnet', 'ResNet')}",
+        architecture="YOLO11n ROI + STN + "
+        + ("compact CNN" if cfg.backbone == "compact" else cfg.backbone.replace("resnet", "ResNet")),
         operating_point=float(val.get("operating_point", 0.5)),
         operating_point_method=cfg.operating_point_method,
         stn_loc_size=loc,
