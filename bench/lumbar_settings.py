@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--level-factor", type=float, nargs="+", default=[1.35])
     parser.add_argument("--no-spine-crop", action="store_true")
     parser.add_argument("--level-flip", type=int, nargs="+", default=[0], help="0 and/or 1")
+    parser.add_argument("--flip-average", type=int, nargs="+", default=[0], help="0 and/or 1")
     parser.add_argument("--mask-open", type=float, nargs="+", default=[0.0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=0)
@@ -44,9 +45,9 @@ def main() -> None:
 
     rows = []
     combos = itertools.product(
-        args.imgsz, args.level_imgsz, args.level_factor, args.level_flip, args.mask_open
+        args.imgsz, args.level_imgsz, args.level_factor, args.level_flip, args.mask_open, args.flip_average
     )
-    for imgsz, level, factor, flip, opening in combos:
+    for imgsz, level, factor, flip, opening, average in combos:
         if level == 0 and (factor != args.level_factor[0] or flip != args.level_flip[0]):
             continue  # factor and flip only matter with the zoom refinement
         settings = {
@@ -57,6 +58,7 @@ def main() -> None:
             "level_factor": factor,
             "level_flip": bool(flip),
             "mask_open": opening,
+            "flip_average": bool(average),
             "torch_threads": args.threads,
         }
         with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +85,7 @@ def main() -> None:
                 }
             )
             print(
-                f"imgsz {imgsz} level {level or '-':>4} x{factor:.2f} flip {flip} open {opening:.2f} {variant:12s} MAE {v['slip_mae']:.2f} "
+                f"imgsz {imgsz} level {level or '-':>4} x{factor:.2f} flip {flip} avg {average} open {opening:.2f} {variant:12s} MAE {v['slip_mae']:.2f} "
                 f"P95 {v['slip_p95_abs_error']:.2f} grade {v['grade_accuracy']:.3f} "
                 f"missing {v['missing_rate']:.3f} s/img {v['seconds_per_image_p50']:.2f}",
                 flush=True,

@@ -53,7 +53,9 @@ def train_cervical_cmd(
         "max", "--pool", help="ResNet50 global pooling: max (shipped) or avg (torchvision)."
     ),
     backbone: str = typer.Option(
-        "resnet50", "--backbone", help="Classifier: resnet50 (seed 004), resnet34, resnet18 or compact (five-stage CNN; what ships)."
+        "resnet50",
+        "--backbone",
+        help="Classifier: resnet50 (seed 004), resnet34, resnet18 or compact (five-stage CNN; what ships).",
     ),
     optimizer: str = typer.Option(
         "sgd", "--optimizer", help="sgd (seed 004, momentum 0.9) or adamw (shipped model, see card)."

@@ -282,6 +282,7 @@ def evaluate_lumbar(
             "level_imgsz",
             "level_factor",
             "level_flip",
+            "flip_average",
             "mask_open",
             "torch_threads",
         }:
@@ -336,6 +337,7 @@ def evaluate_lumbar(
             "level_imgsz": analyzer.level_imgsz,
             "level_factor": analyzer.level_factor,
             "level_flip": analyzer.level_flip,
+            "flip_average": analyzer.flip_average,
             "mask_open": analyzer.mask_open,
         },
         "device": analyzer.device,

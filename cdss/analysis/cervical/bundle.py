@@ -57,7 +57,7 @@ class BundleMeta:
         ``stretch`` (ROI + margin resized to the square input, seed 004) or ``pad`` (aspect
         kept, padded to a square).
     backbone
-        Classifier network: ``resnet50`` (seed 004) or ``resnet34``/``resnet18``.
+        Classifier network: ``resnet50`` (seed 004), ``resnet34``/``resnet18`` or ``compact``.
     pool
         ResNet global pooling, ``avg`` or ``max`` (see :func:`~cdss.analysis.cervical.network.build_resnet50`).
     canonical

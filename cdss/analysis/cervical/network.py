@@ -158,7 +158,11 @@ def build_compact(pool: str = "max") -> nn.Module:
     for k, cout in enumerate(COMPACT_WIDTHS):
         if k:
             layers.append(nn.MaxPool2d(2))
-        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
         cin = cout
     layers += [nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     layers.append(nn.Linear(cin, 1))

@@ -143,6 +143,7 @@ class LumbarAnalyzer:
         self.level_imgsz = level_imgsz or imgsz
         self.level_factor = LEVEL_FACTOR
         self.level_flip = False  # also segment each level crop mirrored, average the corners
+        self.flip_average = False  # also segment the final pass mirrored, average each level's corners
         self.mask_open = 0.0  # opening disc, fraction of √(mask area), before outlines (0 = off)
         self.relabel = relabel
         self.info = info
@@ -196,6 +197,7 @@ class LumbarAnalyzer:
         level_imgsz = int(meta.get("level_imgsz") or imgsz)
         level_factor = float(meta.get("level_factor") or LEVEL_FACTOR)
         level_flip = bool(meta.get("level_flip", False))
+        flip_average = bool(meta.get("flip_average", False))
         mask_open = float(meta.get("mask_open", 0.0))
         sha = _sha256(path)
         if weights is None:
@@ -227,6 +229,7 @@ class LumbarAnalyzer:
             level_imgsz=level_imgsz,
         )
         analyzer.level_factor, analyzer.level_flip, analyzer.mask_open = level_factor, level_flip, mask_open
+        analyzer.flip_average = flip_average
         return analyzer
 
     def warm_up(self) -> None:
@@ -297,12 +300,53 @@ class LumbarAnalyzer:
         refined: list[dict[tuple[Vertebra, Vertebra], list[tuple[np.ndarray, np.ndarray]]] | None] = [
             None
         ] * len(items)
+        how = ""
         if self.level_refine and found:
             refined = list(self.refine_levels([p.display for p in prepared], found))
+            how = "zoom refinement"
+        elif self.flip_average and found:
+            refined = list(self._flip_pairs(prepared, found))
+            how = "flip averaging"
         return [
-            self._postprocess(ds, LumbarView(view), prep, f, r)
+            self._postprocess(ds, LumbarView(view), prep, f, r, how)
             for (ds, view), prep, f, r in zip(items, prepared, found, refined, strict=True)
         ]
+
+    def _flip_pairs(
+        self, prepared: list[_Prepared], found: list[list[Found]]
+    ) -> list[dict[tuple[Vertebra, Vertebra], list[tuple[np.ndarray, np.ndarray]]]]:
+        """Segment every final-pass input mirrored left↔right; pair each level's outlines.
+
+        Returns, per image, ``(upper, lower)`` → ``[(upper, lower) outlines of the pass,
+        (upper, lower) outlines of the mirrored pass]`` (source px) for the levels whose two
+        vertebrae both passes found (same label, centroids within a quarter of the body's
+        size). :func:`~cdss.analysis.lumbar.measure.segments_from_outlines` then measures each
+        such level on the mean of the two corner fits — the mask boundary's errors of the two
+        passes partly cancel.
+        """
+        inputs = [np.ascontiguousarray(p.model_input[:, ::-1]) for p in prepared]
+        preds = self._predict(inputs)
+        results: list[dict[tuple[Vertebra, Vertebra], list[tuple[np.ndarray, np.ndarray]]]] = []
+        for prep, pred, fs in zip(prepared, preds, found, strict=True):
+            mirrored = {f.label: f for f in self._found(pred, prep, mirrored=True)}
+            pairs: dict[tuple[Vertebra, Vertebra], list[tuple[np.ndarray, np.ndarray]]] = {}
+            by_label = {f.label: f for f in fs}
+
+            agree = set()
+            for label, f in by_label.items():
+                if label in mirrored:
+                    a, b = f.outline, mirrored[label].outline
+                    size = float(np.max(a.max(axis=0) - a.min(axis=0)))
+                    if float(np.hypot(*(a.mean(axis=0) - b.mean(axis=0)))) <= 0.25 * size:
+                        agree.add(label)
+            for upper, lower in LUMBAR_LEVELS:
+                if upper in agree and lower in agree:
+                    pairs[(upper, lower)] = [
+                        (by_label[upper].outline, by_label[lower].outline),
+                        (mirrored[upper].outline, mirrored[lower].outline),
+                    ]
+            results.append(pairs)
+        return results
 
     # ------------------------------------------------------------------ zoom refinement
     def refine_levels(
@@ -423,13 +467,20 @@ class LumbarAnalyzer:
         return _Prepared(prep.display, cv2.cvtColor(small, cv2.COLOR_GRAY2BGR), scale, (float(c0), float(r0)))
 
     # ------------------------------------------------------------------ post-processing
-    def _found(self, pred: Any, prep: _Prepared) -> list[Found]:
+    def _found(self, pred: Any, prep: _Prepared, mirrored: bool = False) -> list[Found]:
+        """Labelled vertebra outlines (source px) of one prediction.
+
+        ``mirrored``: the prediction was made on the model input mirrored left↔right; its masks
+        are mirrored back before the outlines are taken (labels do not depend on the mirror).
+        """
         if pred.masks is None or pred.boxes is None or len(pred.boxes) == 0:
             return []
         classes = pred.boxes.cls.cpu().numpy().astype(int)
         confs = pred.boxes.conf.cpu().numpy().astype(float)
         boxes = pred.boxes.xyxy.cpu().numpy().astype(float)
         masks = pred.masks.data.cpu().numpy() > 0.5
+        if mirrored:
+            masks = np.ascontiguousarray(masks[:, :, ::-1])
         labels = self._labels(classes, confs, boxes) if self.relabel else None
         if labels is None:
             best: dict[int, int] = {}
@@ -533,6 +584,7 @@ class LumbarAnalyzer:
         prep: _Prepared,
         found: list[Found],
         refined: dict[tuple[Vertebra, Vertebra], list[tuple[np.ndarray, np.ndarray]]] | None = None,
+        how: str = "zoom refinement",
     ) -> LumbarResult:
         shape = prep.display.shape
         notes: list[str] = []
@@ -548,7 +600,10 @@ class LumbarAnalyzer:
                 notes.append(f"anterior side {anterior.side} from {anterior.method} ({anterior.detail})")
         segments: list[VertebraSegment] = segments_from_outlines(found, shape, view, anterior, refined)
         if refined is not None:
-            notes.append(f"zoom refinement: {len(refined)} level(s) measured on zoomed crops")
+            where = (
+                "on zoomed crops" if how == "zoom refinement" else "as the mean of the image and its mirror"
+            )
+            notes.append(f"{how}: {len(refined)} level(s) measured {where}")
         levels = measure_levels(segments, view, self.threshold_percent)
         missing = [v.value for v in Vertebra if v not in {s.label for s in segments}]
         if missing:
