@@ -42,6 +42,9 @@ def ship_lumbar(
     """
     import torch
 
+    from cdss.analysis._ultralytics import ultralytics
+
+    ultralytics()  # unpickling the checkpoint imports Ultralytics: configure it (offline, settings dir) first
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if inference:
         ckpt["cdss"] = {**(ckpt.get("cdss") or {}), **inference}
