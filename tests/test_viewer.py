@@ -357,13 +357,24 @@ def test_ohif_renders_dx_and_displays_cdss_sr_overlay(viewer: Viewer, session: S
     # 2. The SR displays: OHIF draws its TID 1410 groups (vertebra outlines) as labelled
     #    polylines on the DX, exactly where the result's outlines are.
     sr = study.objects[ResultKind.SR]
-    _open_series(s, sr)
     labels = _tid1410_labels(sr)
     assert len(labels) == len(study.result.vertebrae), labels
-    for text in sorted(set(labels)):
-        expect(s.page.locator("svg text", has_text=text)).to_have_count(
-            labels.count(text), timeout=LOAD_TIMEOUT_MS
-        )
+    # OHIF 3.13.2 sometimes loads the SR without drawing it when the double-click races the
+    # viewport's own loading (1 run in ~5 here; console "Measurement is preview, skipping...");
+    # a second double-click does not help, reloading the study does. Up to three tries.
+    for attempt in range(3):
+        if attempt:
+            _open_study(viewer, s)
+        _open_series(s, sr)
+        try:
+            for text in sorted(set(labels)):
+                expect(s.page.locator("svg text", has_text=text)).to_have_count(
+                    labels.count(text), timeout=LOAD_TIMEOUT_MS // 3 if attempt < 2 else LOAD_TIMEOUT_MS
+                )
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     s.page.wait_for_function(JS_IMAGE_SHOWN, arg=sop, timeout=LOAD_TIMEOUT_MS)
     s.page.evaluate(JS_TWO_FRAMES)
     hits = _outline_hits(s, study, _screenshot(s))
