@@ -709,6 +709,10 @@ def train_roi(
 
 
 # ---------------------------------------------------------------------- export
+#: Options that only the ``roi`` stage uses (left out of the recipe when a detector is given).
+_ROI_TRAINING_OPTIONS = ("roi_epochs", "roi_batch", "roi_max_images", "roi_init", "roi_run")
+
+
 def export_bundle(
     cfg: CervicalTrainConfig, stn_path: Path | None, clf_path: Path, roi_path: Path | None
 ) -> Path:
@@ -744,7 +748,14 @@ def export_bundle(
                     k: v
                     for k, v in asdict(cfg).items()
                     if k not in ("data", "out", "resume", "stage", "roi_weights")
+                    # a given detector (--roi-weights) was not trained here: its options never ran
+                    and not (cfg.roi_weights is not None and k in _ROI_TRAINING_OPTIONS)
                 }
+                | (
+                    {"roi_detector": "given (--roi-weights), not trained in this run"}
+                    if cfg.roi_weights
+                    else {}
+                )
             ),
             "classifier_best_epoch": clf.get("epoch"),
             "validation": _jsonable(val),

@@ -303,10 +303,10 @@ class LumbarAnalyzer:
         how = ""
         if self.level_refine and found:
             refined = list(self.refine_levels([p.display for p in prepared], found))
-            how = "zoom refinement"
+            how = "zoom refinement: {} level(s) measured on zoomed crops"
         elif self.flip_average and found:
             refined = list(self._flip_pairs(prepared, found))
-            how = "flip averaging"
+            how = "flip averaging: {} level(s) measured as the mean of the image and its mirror"
         return [
             self._postprocess(ds, LumbarView(view), prep, f, r, how)
             for (ds, view), prep, f, r in zip(items, prepared, found, refined, strict=True)
@@ -584,7 +584,7 @@ class LumbarAnalyzer:
         prep: _Prepared,
         found: list[Found],
         refined: dict[tuple[Vertebra, Vertebra], list[tuple[np.ndarray, np.ndarray]]] | None = None,
-        how: str = "zoom refinement",
+        how: str = "zoom refinement: {} level(s) measured on zoomed crops",
     ) -> LumbarResult:
         shape = prep.display.shape
         notes: list[str] = []
@@ -600,10 +600,7 @@ class LumbarAnalyzer:
                 notes.append(f"anterior side {anterior.side} from {anterior.method} ({anterior.detail})")
         segments: list[VertebraSegment] = segments_from_outlines(found, shape, view, anterior, refined)
         if refined is not None:
-            where = (
-                "on zoomed crops" if how == "zoom refinement" else "as the mean of the image and its mirror"
-            )
-            notes.append(f"{how}: {len(refined)} level(s) measured {where}")
+            notes.append(how.format(len(refined)))
         levels = measure_levels(segments, view, self.threshold_percent)
         missing = [v.value for v in Vertebra if v not in {s.label for s in segments}]
         if missing:
