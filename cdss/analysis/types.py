@@ -85,8 +85,16 @@ class MeyerdingGrade(StrEnum):
 
 
 class LevelStatus(StrEnum):
+    """Whether a level carries a measurement.
+
+    ``MISSING``: a vertebra of the pair was not found (never guessed). ``NOT_MEASURED``: both
+    vertebrae were found but the level failed a plausibility or confidence check (chain order,
+    size/spacing ratios, corner fit, confidence); it carries the reason and never a grade.
+    """
+
     MEASURED = "measured"
-    MISSING = "missing"  # a vertebra of the pair was not found: never guessed
+    MISSING = "missing"
+    NOT_MEASURED = "not_measured"
 
 
 class LumbarView(StrEnum):
@@ -189,6 +197,9 @@ class LevelMeasurement:
     displacement_px: float | None = None
     endplate_width_px: float | None = None
     reason: str = ""
+    #: Confidence in this level's measurement, in [0, 1] (``None`` when not measured): the
+    #: weaker of the two vertebrae's evidence (detection, chain and corner-fit checks).
+    confidence: float | None = None
 
     @property
     def name(self) -> str:
