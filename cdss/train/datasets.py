@@ -45,6 +45,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cdss.analysis.imaging import level_crop_box, resize_longest
 from cdss.analysis.types import Vertebra
 
 __all__ = [
@@ -262,16 +263,6 @@ def iter_synthetic(
 
 
 # --------------------------------------------------------------------------- writing
-def resize_longest(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Aspect-preserving downscale (INTER_AREA) so that the longest side is at most ``max_side``."""
-    rows, cols = image.shape[:2]
-    scale = max_side / max(rows, cols)
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(cols * scale)), max(1, round(rows * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
 def split_names(names: list[str], val_fraction: float, seed: int) -> set[str]:
     """Names assigned to the validation split: a seeded shuffle, ``round(val_fraction × n)`` of them (≥ 1 when n ≥ 2)."""
     order = sorted(names)
@@ -385,22 +376,6 @@ LEVEL_PAIRS: list[tuple[Vertebra, Vertebra]] = [
 _LEVEL_WEIGHTS = np.array([0.15, 0.15, 0.2, 0.25, 0.25])
 #: A partly visible vertebra in a level crop is labelled when this share of its area is inside.
 MIN_VISIBLE = 0.2
-
-
-def level_crop_box(
-    upper: np.ndarray, lower: np.ndarray, factor: float, shift: tuple[float, float] = (0.0, 0.0)
-) -> tuple[float, float, float]:
-    """Square around two adjacent vertebrae: ``(centre column, centre row, side)``, pixels.
-
-    The side is ``factor`` × the larger extent of the two outlines together; ``shift`` moves the
-    centre by that fraction of the side. The analysis' zoom refinement uses the same box
-    (:mod:`cdss.analysis.lumbar.analyzer`), without shift.
-    """
-    pts = np.vstack([np.asarray(upper, dtype=float), np.asarray(lower, dtype=float)])
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    side = float(max(hi - lo)) * factor
-    centre = (lo + hi) / 2 + np.asarray(shift, dtype=float) * side
-    return float(centre[0]), float(centre[1]), side
 
 
 def _level_crop(

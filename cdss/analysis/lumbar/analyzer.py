@@ -4,7 +4,7 @@ Pipeline for one image (all coordinates (column, row) in the source pixel grid):
 
 1. :func:`cdss.analysis.pixels.display_image` (bone bright, VOI, MONOCHROME1 inverted) → 8 bit;
 2. aspect-preserving INTER_AREA downscale to :data:`INPUT_SIDE` (the size the training PNGs are
-   stored at, :func:`cdss.train.datasets.resize_longest`), so inference sees the same resampling
+   stored at, :func:`cdss.analysis.imaging.resize_longest`), so inference sees the same resampling
    as training; Ultralytics then letterboxes to the model's training ``imgsz``;
 3. Ultralytics segmentation with ``retina_masks=True`` (mask logits upsampled bilinearly to the
    input image before thresholding, i.e. smooth sub-pixel boundaries);
@@ -33,8 +33,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from pydicom.dataset import Dataset
 
+from cdss.analysis._ultralytics import UltralyticsSetupError, load_yolo
+from cdss.analysis.imaging import level_crop_box, resize_longest
 from cdss.analysis.lumbar.corners import mask_outline, open_mask
 from cdss.analysis.lumbar.measure import Found, fill_outline, measure_levels, segments_from_outlines
 from cdss.analysis.lumbar.orientation import (
@@ -79,8 +82,6 @@ _MATCH_IOU = 0.5
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda:0`` when CUDA is available, else ``cpu``; other values pass through."""
     if device in ("", "auto"):
-        import torch
-
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         return "cuda:0"
@@ -170,8 +171,6 @@ class LumbarAnalyzer:
             Slip magnitude below which a level is "no listhesis" (settings
             ``models.listhesis_threshold_percent``).
         """
-        from cdss.analysis._ultralytics import UltralyticsSetupError, load_yolo
-
         path = Path(weights) if weights is not None else SHIPPED_WEIGHTS
         if weights is None and not path.exists():
             raise UltralyticsSetupError(
@@ -241,9 +240,7 @@ class LumbarAnalyzer:
     def _predict(self, images: list[np.ndarray], imgsz: int | None = None) -> list[Any]:
         with self._lock:
             if self.torch_threads > 0:
-                import torch
-
-                if torch.get_num_threads() != self.torch_threads:
+                        if torch.get_num_threads() != self.torch_threads:
                     torch.set_num_threads(self.torch_threads)
             return list(
                 self._model.predict(
@@ -260,8 +257,6 @@ class LumbarAnalyzer:
     @staticmethod
     def prepare(ds_or_image: Dataset | np.ndarray) -> _Prepared:
         """Display image and model input for a dataset (or an already displayed float/uint8 image)."""
-        from cdss.train.datasets import resize_longest
-
         if isinstance(ds_or_image, Dataset):
             disp = display_image(ds_or_image)
         else:
@@ -373,8 +368,6 @@ class LumbarAnalyzer:
             (mask IoU ≥ 0.5 with the expected vertebra). Levels not in the dict keep the coarser
             outlines.
         """
-        from cdss.train.datasets import level_crop_box
-
         jobs: list[tuple[int, Vertebra, Vertebra, tuple[int, int], np.ndarray, np.ndarray, bool]] = []
         inputs: list[np.ndarray] = []
         side_px = self.level_imgsz
@@ -441,8 +434,6 @@ class LumbarAnalyzer:
         it is taken from the source-resolution display image and resampled to the same pixel
         scale as the full-image input (INTER_AREA), exactly like the training crops.
         """
-        from cdss.train.datasets import resize_longest
-
         if pred.boxes is None or len(pred.boxes) < 2:
             return None
         boxes = pred.boxes.xyxy.cpu().numpy().astype(float)
