@@ -239,9 +239,8 @@ class LumbarAnalyzer:
     # ------------------------------------------------------------------ inference
     def _predict(self, images: list[np.ndarray], imgsz: int | None = None) -> list[Any]:
         with self._lock:
-            if self.torch_threads > 0:
-                        if torch.get_num_threads() != self.torch_threads:
-                    torch.set_num_threads(self.torch_threads)
+            if self.torch_threads > 0 and torch.get_num_threads() != self.torch_threads:
+                torch.set_num_threads(self.torch_threads)
             return list(
                 self._model.predict(
                     images,
