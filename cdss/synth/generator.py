@@ -31,7 +31,7 @@ from cdss.synth.other import BodyPart, build_other
 from cdss.synth.raster import Canvas
 from cdss.synth.scene import Scene, frame_scene, render_scene
 from cdss.synth.shapes import Affine
-from cdss.synth.truth import GENERATOR_VERSION, dicom_block, image_block, lumbar_levels, pts
+from cdss.synth.truth import GENERATOR_VERSION, dicom_block, image_block, lumbar_levels, pts, thoracic_truth
 
 __all__ = ["Kind", "generate"]
 
@@ -272,6 +272,7 @@ def _lumbar_lateral(seed: int, index: int, variant: Variant, opts: Options) -> t
         for n in ("L1", "L2", "L3", "L4", "L5", "S1")
     }
     gt["levels"] = lumbar_levels(corners)
+    gt["thoracic"] = thoracic_truth(corners, outlines, (int(ds.Rows), int(ds.Columns)))
     gt["planned_slips"] = {k: round(v, 3) for k, v in plan.slips.items()}
     gt["patient"] = {"age_years": patient.age_years, "sex": patient.sex}
     return ds, gt
@@ -441,6 +442,11 @@ def _lumbar_ap(seed: int, index: int, variant: Variant, opts: Options) -> tuple[
             cp = cp[[1, 0, 3, 2]]
         vertebrae[n] = {"corners": pts(cp, 3), "outline": pts(to_px(spine.outlines[n]))}
     gt["vertebrae"] = vertebrae
+    gt["thoracic"] = thoracic_truth(
+        {n: to_px(c)[[1, 0, 3, 2]] if mirrored else to_px(c) for n, c in spine.thoracic_corners.items()},
+        {n: to_px(o) for n, o in spine.thoracic_outlines.items()},
+        (int(ds.Rows), int(ds.Columns)),
+    )
     gt["levels"] = []
     gt["ap"] = {
         "patient_right_on": "right" if mirrored else "left",

@@ -533,6 +533,8 @@ class APSpine:
     spinous: dict[str, np.ndarray]
     transverse: dict[str, list[np.ndarray]]
     scene: Scene
+    thoracic_corners: dict[str, np.ndarray] = field(default_factory=dict)  # T12 (ground truth only)
+    thoracic_outlines: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def build_ap(rng: np.random.Generator, *, age: float) -> APSpine:
@@ -757,4 +759,6 @@ def build_ap(rng: np.random.Generator, *, age: float) -> APSpine:
         spinous={n: spinous[n] for n in LUMBAR},
         transverse={n: transverse[n] for n in LUMBAR},
         scene=scene,
+        thoracic_corners={"T12": corners["T12"]},
+        thoracic_outlines={"T12": outlines["T12"]},
     )

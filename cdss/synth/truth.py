@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from matplotlib.path import Path as MplPath
 from pydicom.dataset import Dataset
 
 from cdss.analysis.geometry import meyerding_grade, slip
@@ -94,3 +95,44 @@ def dicom_block(ds: Dataset) -> dict[str, Any]:
         "window_center": get("WindowCenter"),
         "window_width": get("WindowWidth"),
     }
+
+
+def visible_fraction(outline: np.ndarray, shape: tuple[int, int], grid: int = 48) -> float:
+    """Share of the polygon ``outline`` ((column, row) px) that lies inside an image of ``shape`` (rows, columns).
+
+    Estimated on a ``grid`` × ``grid`` lattice over the polygon's bounding box (±1/grid).
+    """
+    poly = np.asarray(outline, dtype=float)
+    lo, hi = poly.min(axis=0), poly.max(axis=0)
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
+    pts_ = np.column_stack([gx.ravel(), gy.ravel()])
+    inside = MplPath(poly).contains_points(pts_)
+    if not inside.any():
+        return 0.0
+    rows, cols = shape
+    q = pts_[inside]
+    in_image = (q[:, 0] >= -0.5) & (q[:, 0] <= cols - 0.5) & (q[:, 1] >= -0.5) & (q[:, 1] <= rows - 0.5)
+    return float(in_image.mean())
+
+
+def thoracic_truth(
+    corners: dict[str, np.ndarray], outlines: dict[str, np.ndarray], shape: tuple[int, int]
+) -> dict[str, Any]:
+    """Ground truth of the thoracic bodies drawn above L1 (T12, T11), image px, with their visible share.
+
+    Only bodies at least partly inside the image are listed. Consumers that train a detector on
+    every visible body (not only L1–S1) read this; the lumbar ``vertebrae`` map is unchanged.
+    """
+    out: dict[str, Any] = {}
+    for name in ("T12", "T11"):
+        if name not in corners or name not in outlines:
+            continue
+        frac = visible_fraction(outlines[name], shape)
+        if frac <= 0.0:
+            continue
+        out[name] = {
+            "corners": pts(corners[name], 3),
+            "outline": pts(outlines[name]),
+            "visible_fraction": round(frac, 3),
+        }
+    return out
