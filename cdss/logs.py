@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import traceback
+from pathlib import Path
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "exception_frames", "get_logger"]
 
 #: Keys that must never reach a log line; values are replaced by "<redacted>".
 PHI_KEYS = frozenset(
@@ -114,3 +116,16 @@ def configure_logging(level: str = "INFO", json_output: bool = False) -> None:
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
+
+
+def exception_frames(exc: BaseException, depth: int = 6) -> list[str]:
+    """The last ``depth`` frames of ``exc`` as ``file:line function`` (no message, no locals).
+
+    Exception messages from DICOM parsers and model code can quote tag values (patient names
+    included), so the application log gets the exception type and these frames (DESIGN.md
+    invariant 7); the message goes to the job/delivery row (``last_error``) or the audit trail.
+    """
+    return [
+        f"{Path(f.filename).name}:{f.lineno} {f.name}"
+        for f in traceback.extract_tb(exc.__traceback__)[-depth:]
+    ]

@@ -31,11 +31,10 @@ from cdss.config import Analysis, JobBackend, Settings
 from cdss.db import Database, DeliveryState, JobState
 from cdss.dispatch import Dispatcher, count_deliveries, reconcile_deliveries
 from cdss.jobs import count_jobs, create_backend, reconcile_jobs
-from cdss.jobs.errors import where
 from cdss.jobs.pipeline import PipelineContext, make_processor
 from cdss.jobs.results import sweep_orphan_results
 from cdss.jobs.states import queued_job_ids
-from cdss.logs import get_logger
+from cdss.logs import exception_frames, get_logger
 from cdss.metrics import QUEUE_DEPTH
 
 __all__ = ["Node", "NodeStartError", "banner"]
@@ -197,7 +196,9 @@ class Node:
         try:
             sweep_orphan_results(self.db, self.spool)
         except Exception as exc:  # housekeeping must not stop the node
-            log.error("result orphan sweep failed", error_type=type(exc).__name__, where=where(exc))
+            log.error(
+                "result orphan sweep failed", error_type=type(exc).__name__, where=exception_frames(exc)
+            )
         requeued = reconcile_jobs(self.db)
         sent_back = reconcile_deliveries(self.db)
         if requeued.requeued or requeued.dead or sent_back:
@@ -267,7 +268,7 @@ class Node:
             try:
                 self.receiver.stop()
             except Exception as exc:
-                log.error("receiver stop failed", error_type=type(exc).__name__, where=where(exc))
+                log.error("receiver stop failed", error_type=type(exc).__name__, where=exception_frames(exc))
         if self.backend is not None:
             self.backend.stop(timeout=timeout)
         if self.dispatcher is not None:
@@ -342,7 +343,7 @@ class Node:
                 QUEUE_DEPTH.labels(queue="jobs").set(depth.get("jobs", 0))
                 QUEUE_DEPTH.labels(queue="deliveries").set(depth.get("deliveries", 0))
             except Exception as exc:
-                log.error("reconciler error", error_type=type(exc).__name__, where=where(exc))
+                log.error("reconciler error", error_type=type(exc).__name__, where=exception_frames(exc))
 
     def _start_api(self) -> None:
         s = self.settings

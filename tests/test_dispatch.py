@@ -25,7 +25,7 @@ from cdss.dispatch import (
     reconcile_deliveries,
     retry_delivery,
 )
-from cdss.jobs.owners import new_owner
+from cdss.leases import new_owner
 from cdss.store import Spool
 from tests.jobs_helpers import add_jobs, add_results, make_sc
 from tests.peers import Orthanc, free_port, run_orthanc

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from cdss.cli import app
 from cdss.config import DispatchSettings, Settings, StorageSettings
 from cdss.db import AuditEvent, Database, Delivery, DeliveryState, Job, JobState
-from cdss.jobs.owners import new_owner
 from cdss.jobs.states import claim_next, fail_job
+from cdss.leases import new_owner
 from cdss.store import Spool
 from tests.jobs_helpers import add_jobs, add_results, make_sc
 

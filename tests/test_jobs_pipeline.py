@@ -27,10 +27,10 @@ from cdss.config import Analysis, Destination, DicomSettings, JobSettings, Setti
 from cdss.db import AuditEvent, Database, Delivery, Instance, Job, JobState, Result, utcnow
 from cdss.dispatch import Dispatcher
 from cdss.encode.testing import cervical_result_from_gt, lumbar_result_from_gt
-from cdss.jobs.owners import new_owner
 from cdss.jobs.pipeline import PipelineContext, make_processor, process_job, same_acquisition
 from cdss.jobs.runner import JobRunner, RunStatus
 from cdss.jobs.states import LeaseLost, claim_next, reconcile_jobs, rerun_job
+from cdss.leases import new_owner
 from cdss.receive import Receiver
 from cdss.store import Spool
 from tests.peers import Orthanc, free_port

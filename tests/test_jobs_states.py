@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from cdss.audit import Action
 from cdss.db import AuditEvent, Database, Job, JobState, utcnow
-from cdss.jobs.owners import new_owner, owner_is_gone
 from cdss.jobs.states import (
     JobStateError,
     LeaseLost,
@@ -28,8 +27,8 @@ from cdss.jobs.states import (
     finish_job,
     reconcile_jobs,
     rerun_job,
-    retry_delay_s,
 )
+from cdss.leases import backoff_s, new_owner, owner_is_gone
 from tests.jobs_helpers import add_jobs
 
 pytestmark = pytest.mark.integration
@@ -103,8 +102,8 @@ def test_fail_retries_with_backoff_then_dead_with_audit(db: Database) -> None:
 
 
 def test_retry_delay_doubles_and_is_capped() -> None:
-    assert [retry_delay_s(10, n) for n in (1, 2, 3)] == [10, 20, 40]
-    assert retry_delay_s(10, 30) == 3600
+    assert [backoff_s(10, n, 3600) for n in (1, 2, 3)] == [10, 20, 40]
+    assert backoff_s(10, 30, 3600) == 3600
 
 
 def test_expired_lease_returns_to_queue_and_old_owner_is_fenced(db: Database) -> None:

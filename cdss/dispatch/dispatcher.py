@@ -17,9 +17,8 @@ from cdss.dispatch.states import (
     claim_batch,
     record_outcomes,
 )
-from cdss.jobs.errors import where
-from cdss.jobs.owners import new_owner
-from cdss.logs import get_logger
+from cdss.leases import new_owner
+from cdss.logs import exception_frames, get_logger
 from cdss.metrics import DELIVERIES, DELIVERY_SECONDS, END_TO_END_SECONDS
 
 __all__ = ["Dispatcher", "SpoolPaths", "target_for"]
@@ -125,7 +124,10 @@ class Dispatcher:
             )
         except Exception as exc:  # TLS misconfiguration etc.: a failed attempt, not a dead thread
             log.error(
-                "sending failed", destination=target.name, error_type=type(exc).__name__, where=where(exc)
+                "sending failed",
+                destination=target.name,
+                error_type=type(exc).__name__,
+                where=exception_frames(exc),
             )
             sent = {c.id: SendOutcome(None, f"sending to {target.describe()} failed: {exc}") for c in batch}
         elapsed = time.monotonic() - started
@@ -173,7 +175,7 @@ class Dispatcher:
             try:
                 report = self.run_once(owner)
             except Exception as exc:
-                log.error("dispatcher error", error_type=type(exc).__name__, where=where(exc))
+                log.error("dispatcher error", error_type=type(exc).__name__, where=exception_frames(exc))
                 self._stop.wait(min(30.0, poll * 5))
                 continue
             if report is not None:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import aliased
 from cdss.audit import Action, EventID, Outcome, record_event
 from cdss.config import DispatchSettings
 from cdss.db import Database, Delivery, DeliveryState, Instance, Job, Result, Series, Study, utcnow
-from cdss.jobs.owners import owner_is_gone
+from cdss.leases import backoff_s, owner_is_gone
 
 __all__ = [
     "DELIVERED_STATUSES",
@@ -34,7 +34,6 @@ __all__ = [
     "DeliveryStateError",
     "RecordReport",
     "SendOutcome",
-    "backoff_s",
     "claim_batch",
     "count_deliveries",
     "reconcile_deliveries",
@@ -99,11 +98,6 @@ class RecordReport:
     lost: list[int]
     #: job id -> seconds from receipt of its source instance to its last delivery (jobs now fully delivered)
     completed_jobs: dict[int, float]
-
-
-def backoff_s(settings: DispatchSettings, attempts: int) -> float:
-    """Delay before the next attempt: ``initial_backoff_s`` doubling per attempt up to ``max_backoff_s``."""
-    return float(min(settings.max_backoff_s, settings.initial_backoff_s * (2 ** max(0, attempts - 1))))
 
 
 def _due(model: Any, now: dt.datetime) -> list[Any]:
@@ -259,7 +253,9 @@ def record_outcomes(
                 dead[(study, claimed.target)].append((claimed, reason))
             else:
                 delivery.state = DeliveryState.PENDING
-                delivery.next_attempt_at = now + dt.timedelta(seconds=backoff_s(settings, delivery.attempts))
+                delivery.next_attempt_at = now + dt.timedelta(
+                    seconds=backoff_s(settings.initial_backoff_s, delivery.attempts, settings.max_backoff_s)
+                )
                 report.retry.append(delivery_id)
         session.flush()
 

@@ -21,9 +21,8 @@ from typing import Protocol, runtime_checkable
 from cdss.config import JobBackend as BackendName
 from cdss.config import JobSettings
 from cdss.db import Database
-from cdss.jobs.errors import where
 from cdss.jobs.runner import Heartbeat, JobProcessor, JobRunner
-from cdss.logs import get_logger
+from cdss.logs import exception_frames, get_logger
 
 __all__ = ["JobBackend", "LocalBackend", "create_backend"]
 
@@ -149,13 +148,15 @@ class LocalBackend:
             log.error(  # model loading errors carry no patient data: the message helps the operator
                 "model warm-up failed; jobs will load models on demand",
                 error=f"{type(exc).__name__}: {exc}",
-                where=where(exc),
+                where=exception_frames(exc),
             )
         while not self._stopping.is_set():
             try:
                 outcome = runner.run_next()
             except Exception as exc:  # database unavailable, etc.: keep the thread alive
-                log.error("worker could not claim a job", error_type=type(exc).__name__, where=where(exc))
+                log.error(
+                    "worker could not claim a job", error_type=type(exc).__name__, where=exception_frames(exc)
+                )
                 self._stopping.wait(min(30.0, poll * 10))
                 continue
             if outcome is not None:

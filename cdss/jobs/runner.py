@@ -15,8 +15,6 @@ from enum import StrEnum
 
 from cdss.config import JobSettings
 from cdss.db import Database, JobState, utcnow
-from cdss.jobs.errors import where
-from cdss.jobs.owners import new_owner
 from cdss.jobs.states import (
     ClaimedJob,
     LeaseLost,
@@ -26,7 +24,8 @@ from cdss.jobs.states import (
     fail_job,
     job_next_run_at,
 )
-from cdss.logs import get_logger
+from cdss.leases import new_owner
+from cdss.logs import exception_frames, get_logger
 from cdss.metrics import JOBS_FINISHED
 
 __all__ = ["Heartbeat", "JobProcessor", "JobRunner", "RunOutcome", "RunStatus"]
@@ -176,7 +175,7 @@ class JobRunner:
                 attempt=job.attempts,
                 max_attempts=job.max_attempts,
                 error_type=type(exc).__name__,
-                where=where(exc),
+                where=exception_frames(exc),
             )
             result = fail_job(
                 self.db,

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session, aliased
 
 from cdss.audit import Action, EventID, Outcome, record_event
 from cdss.db import Database, Instance, Job, JobState, Series, Study, utcnow
-from cdss.jobs.owners import owner_is_gone
+from cdss.leases import backoff_s as _backoff_s
+from cdss.leases import owner_is_gone
 
 __all__ = [
     "ClaimedJob",
@@ -49,7 +50,6 @@ __all__ = [
     "queued_job_ids",
     "reconcile_jobs",
     "rerun_job",
-    "retry_delay_s",
 ]
 
 #: Longest delay between analysis attempts, seconds.
@@ -96,11 +96,6 @@ class ReconcileReport:
 
 def _lease_until(now: dt.datetime, lease_s: float) -> dt.datetime:
     return now + dt.timedelta(seconds=lease_s)
-
-
-def retry_delay_s(base_s: float, attempts: int, cap_s: float = MAX_RETRY_DELAY_S) -> float:
-    """Exponential back-off: ``base_s * 2**(attempts-1)``, at most ``cap_s`` seconds."""
-    return float(min(cap_s, base_s * (2 ** max(0, attempts - 1))))
 
 
 def _claim(session: Session, owner: str, lease_s: float, now: dt.datetime, job_id: int | None) -> Any:
@@ -156,7 +151,7 @@ def claim_next(
     db
         The node database.
     owner
-        Lease owner id (:func:`cdss.jobs.owners.new_owner`).
+        Lease owner id (:func:`cdss.leases.new_owner`).
     lease_s
         Lease length, seconds; extend it with :func:`extend_lease` while working.
 
@@ -382,7 +377,9 @@ def fail_job(
             )
         else:
             job.state = JobState.QUEUED
-            job.next_run_at = now + dt.timedelta(seconds=retry_delay_s(backoff_s, job.attempts))
+            job.next_run_at = now + dt.timedelta(
+                seconds=_backoff_s(backoff_s, job.attempts, MAX_RETRY_DELAY_S)
+            )
         return FailResult(job.state, job.next_run_at if job.state is JobState.QUEUED else None, job.analysis)
 
 

@@ -18,11 +18,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -35,7 +33,7 @@ from sqlalchemy.orm import Session
 from cdss.audit import Action, EventID, Outcome, record_event
 from cdss.config import Settings
 from cdss.db import Database, Instance, Job, JobState, Series, Study
-from cdss.logs import get_logger
+from cdss.logs import exception_frames, get_logger
 from cdss.metrics import INSTANCES_RECEIVED, STORE_FAILURES, STORE_SECONDS
 from cdss.receive.status import StoreStatus, outcome_label
 from cdss.receive.validate import Rejection, ValidatedDataset, validate
@@ -105,17 +103,6 @@ def file_bytes(validated: ValidatedDataset, raw: bytes, transfer_syntax: str) ->
     write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
     buffer.write(raw)
     return buffer.getvalue()
-
-
-def _frames(exc: BaseException) -> list[str]:
-    """Where an exception came from (file:line function), without its message.
-
-    Exception messages from parsers can quote tag values (patient names included), so the
-    application log gets the frames only (DESIGN.md invariant 7).
-    """
-    return [
-        f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)[-6:]
-    ]
 
 
 def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
@@ -204,7 +191,7 @@ class Ingestor:
             log.error(
                 "c_store_internal_error",
                 error=type(exc).__name__,
-                where=_frames(exc),
+                where=exception_frames(exc),
                 calling_aet=item.calling_aet,
             )
             outcome = StoreOutcome(
@@ -234,7 +221,7 @@ class Ingestor:
                     "on_job_created_failed",
                     job_id=outcome.job_id,
                     error=type(exc).__name__,
-                    where=_frames(exc),
+                    where=exception_frames(exc),
                 )
         return outcome
 

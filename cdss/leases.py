@@ -1,4 +1,6 @@
-"""Lease owners: who holds a job or delivery lease, and whether that process still exists.
+"""Leases and back-off, shared by the job and the delivery state machines (bottom layer).
+
+Lease owners: who holds a job or delivery lease, and whether that process still exists.
 
 An owner string is ``<host>:<pid>:<role>:<token>``. Leases normally end when they expire
 (``jobs.lease_s``, ``dispatch.lease_s``), but after a crash of a process on *this* host the
@@ -6,6 +8,10 @@ node does not have to wait that long: when the owner's host is this host and its
 gone (or the pid now belongs to a process that did not create that token, e.g. the restarted
 node in a container that is pid 1 again), the lease is returned to the queue at once.
 Owners on other hosts are only ever judged by their lease expiry.
+
+Back-off: a failed attempt *n* waits ``base * 2**(n-1)`` seconds, at most a cap
+(:func:`backoff_s`), for analysis jobs (``jobs.retry_backoff_s``, one hour cap) and for
+deliveries (``dispatch.initial_backoff_s`` … ``dispatch.max_backoff_s``) alike.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-__all__ = ["LeaseOwner", "new_owner", "owner_is_gone"]
+__all__ = ["LeaseOwner", "backoff_s", "new_owner", "owner_is_gone"]
 
 _TOKENS: set[str] = set()
 _TOKENS_LOCK = threading.Lock()
@@ -87,3 +93,18 @@ def owner_is_gone(owner: str | None) -> bool:
         with _TOKENS_LOCK:
             return parsed.token not in _TOKENS
     return not _pid_alive(parsed.pid)
+
+
+def backoff_s(base_s: float, attempts: int, cap_s: float) -> float:
+    """Exponential back-off before the next attempt: ``base_s * 2**(attempts-1)``, at most ``cap_s``.
+
+    Parameters
+    ----------
+    base_s
+        Delay after the first failed attempt, seconds.
+    attempts
+        Attempts made so far (1 after the first failure); values below 1 count as 1.
+    cap_s
+        Longest delay, seconds.
+    """
+    return float(min(cap_s, base_s * (2 ** max(0, attempts - 1))))
