@@ -21,11 +21,11 @@ from cdss.dispatch import (
     DeliveryStateError,
     Dispatcher,
     claim_batch,
-    delivery_targets,
     reconcile_deliveries,
     retry_delivery,
 )
 from cdss.leases import new_owner
+from cdss.route.destinations import delivery_targets
 from cdss.store import Spool
 from tests.jobs_helpers import add_jobs, add_results, make_sc
 from tests.peers import Orthanc, free_port, run_orthanc

@@ -1,7 +1,6 @@
 """Sending results to PACS and viewers (C-STORE SCU) with leases, back-off and dead letter."""
 
 from cdss.dispatch.dispatcher import Dispatcher, target_for
-from cdss.dispatch.plan import RETURN_PREFIX, DeliveryTarget, delivery_targets
 from cdss.dispatch.scu import SendItem, Target, send_batch
 from cdss.dispatch.states import (
     DELIVERED_STATUSES,
@@ -17,17 +16,14 @@ from cdss.dispatch.states import (
 
 __all__ = [
     "DELIVERED_STATUSES",
-    "RETURN_PREFIX",
     "ClaimedDelivery",
     "DeliveryStateError",
-    "DeliveryTarget",
     "Dispatcher",
     "SendItem",
     "SendOutcome",
     "Target",
     "claim_batch",
     "count_deliveries",
-    "delivery_targets",
     "reconcile_deliveries",
     "record_outcomes",
     "retry_delivery",

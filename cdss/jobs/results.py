@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from cdss.config import Settings
 from cdss.db import Delivery, DeliveryState, Result, utcnow
-from cdss.dispatch.plan import delivery_targets
+from cdss.route.destinations import delivery_targets
 
 __all__ = ["StoredResult", "record_results", "sweep_orphan_results"]
 
@@ -38,7 +38,7 @@ def record_results(
 ) -> list[Result]:
     """Add a Result row per object and a pending Delivery per destination that wants it.
 
-    Destinations come from :func:`cdss.dispatch.plan.delivery_targets` (``[[destinations]]``
+    Destinations come from :func:`cdss.route.destinations.delivery_targets` (``[[destinations]]``
     flags and ``dispatch.return_to_calling_ae``). Nothing is committed here: the caller's
     transaction also ends the job, so results, deliveries and the job's state appear together
     or not at all.

@@ -1,4 +1,8 @@
-"""Which destinations receive which result objects."""
+"""Which destinations receive which result objects (the routing of results, decided once per job).
+
+The job's final transaction creates one Delivery per destination chosen here
+(:func:`cdss.jobs.results.record_results`); :mod:`cdss.dispatch` only sends what was decided.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ RETURN_PREFIX = "calling-ae:"
 
 @dataclass(frozen=True)
 class DeliveryTarget:
+    """Where one result object goes: destination name and its AE address."""
+
     name: str
     ae_title: str
     host: str
