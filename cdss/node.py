@@ -10,7 +10,7 @@ Start-up order (each step logged):
 4. job backend (local worker threads, or the Celery publisher), dispatcher threads,
    reconciler thread;
 5. the DICOM receiver (only now are images accepted);
-6. the admin API (uvicorn in a thread) when ``[api] enabled`` and :mod:`cdss.api` is installed;
+6. the admin API (uvicorn in a thread) when ``[api] enabled``;
 7. a banner saying how to send a study and where the results go.
 
 :meth:`Node.stop` reverses this: no new associations, workers finish their current job (or leave
@@ -26,16 +26,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from cdss.analysis.registry import ModelRegistry
+from cdss.api import create_app
 from cdss.audit import Action, EventID, EventType, Outcome, record_event
 from cdss.config import Analysis, JobBackend, Settings
 from cdss.db import Database, DeliveryState, JobState
 from cdss.dispatch import Dispatcher, count_deliveries, reconcile_deliveries
 from cdss.jobs import count_jobs, create_backend, reconcile_jobs
 from cdss.jobs.pipeline import PipelineContext, make_processor
-from cdss.jobs.results import sweep_orphan_results
 from cdss.jobs.states import queued_job_ids
 from cdss.logs import exception_frames, get_logger
 from cdss.metrics import QUEUE_DEPTH
+from cdss.receive import Receiver
+from cdss.store import Spool, SpoolArea
+from cdss.store.orphans import sweep_orphans
 
 __all__ = ["Node", "NodeStartError", "banner"]
 
@@ -116,8 +123,6 @@ def banner(settings: Settings, *, dicom_port: int, api_url: str | None, backend:
 
 
 def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -180,8 +185,6 @@ class Node:
     def start(self) -> None:
         """Start every part (see the module docstring); raises :class:`NodeStartError`."""
         s = self.settings
-        from cdss.store import Spool
-
         try:
             self.db = Database(s.database.url, pool_size=s.database.pool_size, echo=s.database.echo)
         except Exception as exc:
@@ -194,7 +197,7 @@ class Node:
         self._start_audited = True
 
         try:
-            sweep_orphan_results(self.db, self.spool)
+            sweep_orphans(self.db, self.spool, SpoolArea.RESULTS)
         except Exception as exc:  # housekeeping must not stop the node
             log.error(
                 "result orphan sweep failed", error_type=type(exc).__name__, where=exception_frames(exc)
@@ -230,8 +233,6 @@ class Node:
         self._stop.clear()
         self._reconciler = threading.Thread(target=self._reconcile_loop, name="cdss-reconciler", daemon=True)
         self._reconciler.start()
-
-        from cdss.receive import Receiver
 
         self.receiver = Receiver(s, self.db, self.spool, on_job_created=self.backend.submit)
         try:
@@ -287,8 +288,6 @@ class Node:
     def _make_registry(self) -> Any:
         if self._registry_factory is not None:
             return self._registry_factory()
-        from cdss.analysis.registry import ModelRegistry
-
         return ModelRegistry(self.settings.models)
 
     def _warm_up(self) -> None:
@@ -349,13 +348,6 @@ class Node:
         s = self.settings
         if not s.api.enabled:
             return
-        try:
-            from cdss.api import create_app
-        except ImportError as exc:
-            log.warning("admin API not available in this installation", error=str(exc))
-            return
-        import uvicorn
-
         app = create_app(s, self.db, node=self)
         config = uvicorn.Config(
             app,

@@ -356,15 +356,18 @@ def test_unanalysable_image_is_dead_at_once_without_retries(node: Node) -> None:
 def test_orphan_result_files_are_swept_but_committed_ones_kept(node: Node) -> None:
     import os
 
-    from cdss.jobs.results import sweep_orphan_results
+    from cdss.store import SpoolArea
+    from cdss.store.orphans import sweep_orphans
 
     (uid,) = node.push("lumbar_lateral_std_a.dcm")
     node.run_all()
     kept = {r.spool_key for r in _results(node.db, node.job_for(uid).id)}
     orphan = node.spool.store_result(b"result of an attempt that never committed").key
-    assert sweep_orphan_results(node.db, node.spool) == 0  # too young: might be an attempt in flight
+    assert (
+        sweep_orphans(node.db, node.spool, SpoolArea.RESULTS) == 0
+    )  # too young: might be an attempt in flight
     old = time.time() - 7200
     for key in [*kept, orphan]:
         os.utime(node.spool.path(key), (old, old))
-    assert sweep_orphan_results(node.db, node.spool) == 1
+    assert sweep_orphans(node.db, node.spool, SpoolArea.RESULTS) == 1
     assert not node.spool.exists(orphan) and all(node.spool.exists(k) for k in kept)

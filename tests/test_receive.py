@@ -405,7 +405,8 @@ def test_reconcile_refuses_when_spool_and_database_do_not_belong_together(tmp_pa
     import os
     import time
 
-    from cdss.receive import reconcile_spool
+    from cdss.store import SpoolArea
+    from cdss.store.orphans import sweep_orphans
 
     files = [write(make_image(seed=i), tmp_path / f"{i}.dcm") for i in range(12)]
     with run_node(tmp_path) as node:
@@ -417,5 +418,5 @@ def test_reconcile_refuses_when_spool_and_database_do_not_belong_together(tmp_pa
     # The same spool with a new, empty database (a configuration mistake): nothing is deleted.
     with run_node(tmp_path, f"sqlite:///{tmp_path / 'other.db'}") as node:
         assert sorted(p.relative_to(node.spool.root).as_posix() for p in spool_files(node)) == keys
-        assert reconcile_spool(node.db, node.spool) == 0
+        assert sweep_orphans(node.db, node.spool, SpoolArea.INSTANCES) == 0
         assert len(spool_files(node)) == 12

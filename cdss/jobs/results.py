@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -11,7 +10,7 @@ from cdss.config import Settings
 from cdss.db import Delivery, DeliveryState, Result, utcnow
 from cdss.route.destinations import delivery_targets
 
-__all__ = ["StoredResult", "record_results", "sweep_orphan_results"]
+__all__ = ["StoredResult", "record_results"]
 
 
 @dataclass(frozen=True)
@@ -79,52 +78,3 @@ def record_results(
         rows.append(result)
     session.flush()
     return rows
-
-
-def sweep_orphan_results(
-    db: Any, spool: Any, *, older_than_s: float = 3600.0, max_fraction: float = 0.5
-) -> int:
-    """Delete result files that no Result row references (an attempt that crashed before its commit).
-
-    Parameters
-    ----------
-    older_than_s
-        Only files older than this are considered, so that an attempt in flight in another
-        process (files written, commit pending) is never touched.
-    max_fraction
-        Safety stop: when more than this fraction of the (more than 10) old files is
-        unreferenced, the spool and the database do not belong together (e.g. a new, empty
-        database); nothing is deleted and an error is logged.
-
-    Returns
-    -------
-    int
-        Number of files removed.
-    """
-    from sqlalchemy import select
-
-    from cdss.logs import get_logger
-    from cdss.store import SpoolArea
-
-    candidates = list(spool.iter_keys(SpoolArea.RESULTS, older_than_s=older_than_s))
-    orphans: list[str] = []
-    for start in range(0, len(candidates), 500):
-        chunk = candidates[start : start + 500]
-        with db.session() as session:
-            referenced = set(
-                session.execute(select(Result.spool_key).where(Result.spool_key.in_(chunk))).scalars()
-            )
-        orphans.extend(key for key in chunk if key not in referenced)
-    log = get_logger(__name__)
-    if len(candidates) > 10 and len(orphans) > max_fraction * len(candidates):
-        log.error(
-            "result orphan sweep refused: the database does not reference most result files; "
-            "check database.url and storage.path",
-            unreferenced=len(orphans),
-            files=len(candidates),
-        )
-        return 0
-    removed = sum(1 for key in orphans if spool.delete(key))
-    if removed:
-        log.info("removed result files of attempts that never committed", count=removed)
-    return removed

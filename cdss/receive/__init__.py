@@ -1,6 +1,6 @@
 """Receiving images: the DICOM listener (association policy, C-ECHO, C-STORE SCP)."""
 
-from cdss.receive.ingest import Ingestor, ReceivedDataset, StoreOutcome, reconcile_spool
+from cdss.receive.ingest import Ingestor, ReceivedDataset, StoreOutcome
 from cdss.receive.server import AssociationPolicy, Receiver, server_tls_context
 from cdss.receive.status import StoreStatus
 from cdss.receive.syntaxes import STORAGE_SOP_CLASSES, SyntaxSupport, syntax_support
@@ -16,7 +16,6 @@ __all__ = [
     "StoreOutcome",
     "StoreStatus",
     "SyntaxSupport",
-    "reconcile_spool",
     "server_tls_context",
     "syntax_support",
     "validate",

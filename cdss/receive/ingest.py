@@ -10,7 +10,7 @@ This is the whole C-STORE decision, independent of pynetdicom (the SCP handler i
 3. **Nothing left behind on failure**: a file this call created is deleted again when the
    transaction does not commit (files that already existed belong to an earlier, committed
    store and are kept). A crash between the two leaves an unreferenced file that
-   :func:`reconcile_spool` removes.
+   :func:`cdss.store.orphans.sweep_orphans` removes.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from cdss.logs import exception_frames, get_logger
 from cdss.metrics import INSTANCES_RECEIVED, STORE_FAILURES, STORE_SECONDS
 from cdss.receive.status import StoreStatus, outcome_label
 from cdss.receive.validate import Rejection, ValidatedDataset, validate
-from cdss.store import Spool, SpoolArea, SpoolError, SpoolFullError
+from cdss.store import Spool, SpoolError, SpoolFullError
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -46,7 +46,6 @@ __all__ = [
     "ReceivedDataset",
     "StoreOutcome",
     "file_bytes",
-    "reconcile_spool",
 ]
 
 log = get_logger(__name__)
@@ -332,7 +331,7 @@ class Ingestor:
             pass  # database down: nobody can have committed a reference meanwhile
         try:
             self.spool.delete(key)
-        except OSError as exc:  # reconcile_spool removes it later
+        except OSError as exc:  # sweep_orphans removes it later
             log.error("spool_cleanup_failed", error=str(exc))
 
     def _duplicate(self, item: ReceivedDataset, validated: ValidatedDataset, sha: str) -> StoreOutcome | None:
@@ -542,46 +541,3 @@ class Ingestor:
                 reason=outcome.reason,
                 error=type(exc).__name__,
             )
-
-
-def reconcile_spool(
-    db: Database, spool: Spool, *, older_than_s: float = 3600.0, max_fraction: float = 0.5
-) -> int:
-    """Delete instance files that no instance row references (crash between fsync and commit).
-
-    Parameters
-    ----------
-    older_than_s
-        Only files older than this are considered, so a store in flight in another process
-        (write done, commit pending) is never touched.
-    max_fraction
-        Safety stop: when more than this fraction of the (more than 10) old files is unreferenced,
-        the spool and the database do not belong together (e.g. ``database.url`` points at a new,
-        empty database); nothing is deleted and an error is logged.
-
-    Returns
-    -------
-    int
-        Number of files removed.
-    """
-    candidates = list(spool.iter_keys(SpoolArea.INSTANCES, older_than_s=older_than_s))
-    orphans: list[str] = []
-    for start in range(0, len(candidates), 500):
-        chunk = candidates[start : start + 500]
-        with db.session() as session:
-            referenced = set(
-                session.execute(select(Instance.spool_key).where(Instance.spool_key.in_(chunk))).scalars()
-            )
-        orphans.extend(key for key in chunk if key not in referenced)
-    if len(candidates) > 10 and len(orphans) > max_fraction * len(candidates):
-        log.error(
-            "spool_reconcile_refused",
-            unreferenced=len(orphans),
-            files=len(candidates),
-            hint="the database does not reference most spool files; check database.url and storage.path",
-        )
-        return 0
-    removed = sum(1 for key in orphans if spool.delete(key))
-    if removed:
-        log.warning("spool_orphans_removed", count=removed)
-    return removed

@@ -45,7 +45,6 @@ from cdss.receive.ingest import (
     IMPLEMENTATION_VERSION_NAME,
     Ingestor,
     ReceivedDataset,
-    reconcile_spool,
 )
 from cdss.receive.status import StoreStatus
 from cdss.receive.syntaxes import (
@@ -54,7 +53,8 @@ from cdss.receive.syntaxes import (
     SyntaxSupport,
     syntax_support,
 )
-from cdss.store import Spool
+from cdss.store import Spool, SpoolArea
+from cdss.store.orphans import sweep_orphans
 
 __all__ = ["AssociationPolicy", "Receiver", "Refusal", "server_tls_context"]
 
@@ -319,7 +319,7 @@ class Receiver:
         dicom = self.settings.dicom
         swept = self.spool.sweep_temp()
         try:
-            orphans = reconcile_spool(self.db, self.spool)
+            orphans = sweep_orphans(self.db, self.spool, SpoolArea.INSTANCES)
         except SQLAlchemyError as exc:
             orphans = 0
             log.error("spool_reconcile_failed", error=type(exc).__name__)
