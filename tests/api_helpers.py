@@ -30,7 +30,7 @@ SR = "1.2.840.10008.5.1.4.1.1.88.34"
 GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
 
 
-#: Job summaries in the layout of ``cdss.jobs.pipeline.summarize``.
+#: Job summaries in the layout of ``cdss.jobs.summary.JobSummary``.
 LUMBAR_SUMMARY = {
     "analysis": "lumbar_lateral",
     "has_findings": True,

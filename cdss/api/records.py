@@ -28,6 +28,7 @@ from cdss.api.schemas import (
     TimelineEntry,
 )
 from cdss.db.models import AuditEvent, Delivery, DeliveryState, Instance, Job, JobState, Result, Series, Study
+from cdss.jobs.summary import JobSummary
 
 __all__ = [
     "RecordFilter",
@@ -85,46 +86,9 @@ def _time_range(stmt: Select[Any], column: Any, flt: RecordFilter) -> Select[Any
 
 
 def summary_text(summary: dict[str, Any] | None) -> str | None:
-    """One human-readable line from a job summary.
-
-    Understands the pipeline's layout (``lumbar.levels`` with grades and slips, ``cervical`` with
-    label and probability, ``reason`` for not-applicable images); otherwise ``text``, a list of
-    ``findings`` strings, or the scalar ``key=value`` pairs.
-    """
-    if not summary:
-        return None
-    lumbar = summary.get("lumbar")
-    if isinstance(lumbar, dict):
-        parts = []
-        for lv in lumbar.get("levels") or []:
-            if not isinstance(lv, dict) or lv.get("grade") in (None, "none"):
-                continue
-            slip = lv.get("slip_percent")
-            slip_text = f" {slip:.1f} %" if isinstance(slip, (int, float)) else ""
-            parts.append(
-                f"{lv.get('level')} {lv.get('direction', '')}{slip_text} (grade {lv['grade']})".replace(
-                    "  ", " "
-                )
-            )
-        view = lumbar.get("view")
-        prefix = f"lumbar {view}: " if view else "lumbar: "
-        return prefix + ("; ".join(parts) if parts else "no listhesis graded")
-    cervical = summary.get("cervical")
-    if isinstance(cervical, dict):
-        p = cervical.get("probability")
-        p_text = f"p = {p:.2f}" if isinstance(p, (int, float)) else "p = ?"
-        side = f", {cervical['laterality']}" if cervical.get("laterality") else ""
-        return f"cervical foraminal stenosis: {cervical.get('label', '?')} ({p_text}{side})"
-    text = summary.get("text")
-    if isinstance(text, str) and text:
-        return text
-    findings = summary.get("findings")
-    if isinstance(findings, list) and findings and all(isinstance(f, str) for f in findings):
-        return "; ".join(findings)
-    if summary.get("analysis") == "not_applicable" or "reason" in summary:
-        return f"not applicable: {summary.get('reason', '')}".rstrip(": ")
-    pairs = [f"{k}={v}" for k, v in summary.items() if isinstance(v, (str, int, float, bool)) and v != ""]
-    return ", ".join(pairs) or None
+    """One human-readable line from a stored job summary (:meth:`cdss.jobs.summary.JobSummary.text`)."""
+    parsed = JobSummary.from_json(summary)
+    return None if parsed is None else parsed.text()
 
 
 def _page(

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdss.config import ConfigError, JobBackend, Settings, load_settings
+from cdss.jobs.summary import JobSummary
 
 jobs_app = typer.Typer(help="Analysis jobs: list, re-run.", no_args_is_help=True)
 deliveries_app = typer.Typer(help="Result deliveries: list, retry dead ones.", no_args_is_help=True)
@@ -119,8 +120,9 @@ def list_jobs(
         )
         for job, sop_uid, aet in rows:
             info = job.last_error or ""
-            if not info and job.summary:
-                info = job.summary.get("reason") or _findings(job.summary)
+            summary = JobSummary.from_json(job.summary)
+            if not info and summary is not None:
+                info = summary.reason or summary.findings_line()
             table.add_row(
                 str(job.id),
                 job.state.value,
@@ -136,20 +138,6 @@ def list_jobs(
     counts = count_jobs(db)
     console.print("  ".join(f"{s.value}: {n}" for s, n in counts.items()))
     db.dispose()
-
-
-def _findings(summary: dict[str, Any]) -> str:
-    if "lumbar" in summary:
-        graded = [
-            f"{lv['level']} {lv['grade']}"
-            for lv in summary["lumbar"].get("levels", [])
-            if lv.get("grade") not in (None, "none")
-        ]
-        return "listhesis " + ", ".join(graded) if graded else "no listhesis graded"
-    if "cervical" in summary:
-        c = summary["cervical"]
-        return f"{c.get('label')} p={c.get('probability')}"
-    return ""
 
 
 @jobs_app.command("rerun")

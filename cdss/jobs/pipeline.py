@@ -44,16 +44,23 @@ from typing import Any, Protocol
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 
+from cdss.analysis.cervical.analyzer import CervicalAnalysisError
+from cdss.analysis.pixels import PixelDataError
+from cdss.analysis.registry import NotAnalysableError
 from cdss.analysis.types import CervicalResult, Laterality, LumbarResult
 from cdss.audit import Action, Outcome
 from cdss.config import Analysis, Settings
-from cdss.db import Database, Instance, Job, JobState, Series, Study, utcnow
+from cdss.db import Database, Instance, Job, JobState, Series, utcnow
+from cdss.encode import EncodeError, encode_results
 from cdss.jobs.results import StoredResult, record_results
 from cdss.jobs.states import ClaimedJob, LeaseLost, audit_job, defer_job, finish_job, guard_lease
+from cdss.jobs.summary import JobSummary, ResultRef
 from cdss.logs import get_logger
 from cdss.metrics import ANALYSIS_SECONDS, JOBS_FINISHED
+from cdss.route import route
 
 __all__ = [
     "Analyser",
@@ -63,7 +70,6 @@ __all__ = [
     "make_processor",
     "process_job",
     "same_acquisition",
-    "summarize",
 ]
 
 log = get_logger(__name__)
@@ -82,21 +88,14 @@ class UnanalysableImage(RuntimeError):
     final = True
 
 
-def _permanent_errors() -> tuple[type[BaseException], ...]:
-    from pydicom.errors import InvalidDicomError
-
-    from cdss.analysis.pixels import PixelDataError
-    from cdss.analysis.registry import NotAnalysableError
-    from cdss.encode import EncodeError
-
-    errors: list[type[BaseException]] = [InvalidDicomError, PixelDataError, NotAnalysableError, EncodeError]
-    try:
-        from cdss.analysis.cervical.analyzer import CervicalAnalysisError
-
-        errors.append(CervicalAnalysisError)
-    except ImportError:  # pragma: no cover - cervical analysis not installed
-        pass
-    return tuple(errors)
+#: Failures that retrying cannot cure: the job is dead at once (:class:`UnanalysableImage`).
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidDicomError,
+    PixelDataError,
+    NotAnalysableError,
+    EncodeError,
+    CervicalAnalysisError,
+)
 
 
 class Analyser(Protocol):
@@ -292,72 +291,6 @@ def choose_reference(ctx: PipelineContext, src: _Source, ds: Dataset) -> Referen
     return ReferenceChoice("analyse", "")
 
 
-def summarize(
-    result: LumbarResult | CervicalResult,
-    analysis: Analysis,
-    reference_uid: str,
-    objects: list[StoredResult],
-    notes: list[str],
-) -> dict[str, Any]:
-    """The job's ``summary`` JSON: findings and identities, no pixels, no patient data."""
-    model = result.model
-    out: dict[str, Any] = {
-        "analysis": analysis.value,
-        "reference_sop_instance_uid": reference_uid,
-        "has_findings": bool(result.has_findings),
-        "model": {"name": model.name, "version": model.version, "weights_sha256": model.weights_sha256},
-        "results": [
-            {
-                "kind": o.kind,
-                "sop_instance_uid": o.sop_instance_uid,
-                "series_instance_uid": o.series_instance_uid,
-            }
-            for o in objects
-        ],
-        "notes": list(result.notes) + notes,
-    }
-    if isinstance(result, LumbarResult):
-        out["lumbar"] = {
-            "view": result.view.value,
-            "vertebrae": [v.label.value for v in result.vertebrae],
-            "missing": [v.value for v in result.missing],
-            "anterior_direction": result.anterior_direction,
-            "listhesis_threshold_percent": result.listhesis_threshold_percent,
-            "levels": [
-                {
-                    "level": lv.name,
-                    "status": lv.status.value,
-                    "slip_percent": None if lv.slip_percent is None else round(float(lv.slip_percent), 2),
-                    "direction": lv.direction.value,
-                    "grade": lv.grade.value,
-                    **({"reason": lv.reason} if lv.reason else {}),
-                }
-                for lv in result.levels
-            ],
-        }
-    else:
-        out["cervical"] = {
-            "laterality": result.laterality.value,
-            "probability": round(float(result.probability), 4),
-            "label": result.label.value,
-            "operating_point": float(result.operating_point),
-            "roi": [round(float(v), 1) for v in result.roi],
-        }
-    return out
-
-
-def _findings_line(summary: dict[str, Any]) -> str:
-    if "lumbar" in summary:
-        graded = [
-            f"{lv['level']} {lv['grade']}"
-            for lv in summary["lumbar"]["levels"]
-            if lv["grade"] not in ("none", None)
-        ]
-        return "listhesis " + ", ".join(graded) if graded else "no listhesis graded"
-    c = summary["cervical"]
-    return f"{c['label']} (p={c['probability']:.2f}, {c['laterality']})"
-
-
 # ---------------------------------------------------------------------------------------- pipeline
 def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
     """Process one claimed job to its end state (see the module docstring).
@@ -377,9 +310,6 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         Any failure (unreadable file, analysis or encoding error, database error): the runner
         records a failed attempt (retry with back-off, then dead).
     """
-    from cdss.encode import encode_results
-    from cdss.route import route
-
     settings = ctx.settings
     src = _load_source(ctx.db, job.instance_id)
     ds = dcmread(ctx.spool.path(src.spool_key))
@@ -392,9 +322,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         j.route_reason = decision.reason
 
     if analysis is Analysis.NOT_APPLICABLE:
-        _finish_not_applicable(
-            ctx, job, decision.reason, {"analysis": analysis.value, "reason": decision.reason}
-        )
+        _finish_not_applicable(ctx, job, JobSummary.not_applicable(analysis.value, decision.reason))
         return
 
     choice = choose_reference(ctx, src, ds)
@@ -410,13 +338,12 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         _finish_not_applicable(
             ctx,
             job,
-            choice.reason,
-            {
-                "analysis": analysis.value,
-                "reason": choice.reason,
-                "superseded_by_job_id": choice.twin_job_id,
-                "superseded_by_sop_instance_uid": choice.twin_sop_instance_uid,
-            },
+            JobSummary.not_applicable(
+                analysis.value,
+                choice.reason,
+                superseded_by_job_id=choice.twin_job_id,
+                superseded_by_sop_instance_uid=choice.twin_sop_instance_uid,
+            ),
         )
         return
 
@@ -427,7 +354,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
     try:
         result = ctx.registry.analyse(analysis, ds, laterality=decision.laterality)
         encoded = encode_results(ds, result, settings.results, include_sc=include_sc)
-    except _permanent_errors() as exc:
+    except PERMANENT_ERRORS as exc:
         raise UnanalysableImage(f"{type(exc).__name__}: {exc}") from exc
     ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(time.monotonic() - started)
 
@@ -450,13 +377,19 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
                 model_version=result.model.version,
             )
         )
-    summary = summarize(
-        result, analysis, src.sop_instance_uid, stored, [choice.reason] if choice.reason else []
+    summary = JobSummary.from_result(
+        result,
+        analysis.value,
+        src.sop_instance_uid,
+        [ResultRef(o.kind, o.sop_instance_uid, o.series_instance_uid) for o in stored],
+        [choice.reason] if choice.reason else [],
+        decision.reason,
     )
-    summary["route_reason"] = decision.reason
     try:
         with ctx.db.session() as session:
-            finish_job(session, job.id, job.owner, JobState.SUCCEEDED, summary=summary, now=ctx.clock())
+            finish_job(
+                session, job.id, job.owner, JobState.SUCCEEDED, summary=summary.to_json(), now=ctx.clock()
+            )
             record_results(session, job.id, stored, settings, src.calling_ae_title)
             audit_job(
                 session,
@@ -465,7 +398,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
                 outcome=Outcome.SUCCESS,
                 description=(
                     f"{analysis.value} analysis by {result.model.name} {result.model.version}: "
-                    f"{_findings_line(summary)}; {len(stored)} result object(s) created "
+                    f"{summary.findings_line()}; {len(stored)} result object(s) created "
                     f"({', '.join(o.kind for o in stored)})"
                 ),
                 detail={
@@ -473,7 +406,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
                     "result_sop_instance_uids": [o.sop_instance_uid for o in stored],
                     "model": f"{result.model.name} {result.model.version}",
                     "weights_sha256": result.model.weights_sha256,
-                    "has_findings": summary["has_findings"],
+                    "has_findings": summary.has_findings,
                 },
             )
     except LeaseLost:
@@ -496,11 +429,12 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
             log.warning("could not wake the dispatcher", error=str(exc))
 
 
-def _finish_not_applicable(
-    ctx: PipelineContext, job: ClaimedJob, reason: str, summary: dict[str, Any]
-) -> None:
+def _finish_not_applicable(ctx: PipelineContext, job: ClaimedJob, summary: JobSummary) -> None:
+    reason = summary.reason or ""
     with ctx.db.session() as session:
-        finish_job(session, job.id, job.owner, JobState.NOT_APPLICABLE, summary=summary, now=ctx.clock())
+        finish_job(
+            session, job.id, job.owner, JobState.NOT_APPLICABLE, summary=summary.to_json(), now=ctx.clock()
+        )
         audit_job(
             session,
             job.id,
@@ -509,17 +443,5 @@ def _finish_not_applicable(
             description=f"Analysis not applicable: {reason}",
             detail={"analysis": "not_applicable", "reason": reason},
         )
-    JOBS_FINISHED.labels(analysis=summary.get("analysis", "not_applicable"), outcome="not_applicable").inc()
+    JOBS_FINISHED.labels(analysis=summary.analysis or "not_applicable", outcome="not_applicable").inc()
     log.info("job not applicable", job_id=job.id)
-
-
-def study_of_job(db: Database, job_id: int) -> str | None:
-    """Study Instance UID of a job's source image (for tests and the CLI)."""
-    with db.session() as session:
-        return session.execute(
-            select(Study.study_instance_uid)
-            .join(Series, Series.study_id == Study.id)
-            .join(Instance, Instance.series_id == Series.id)
-            .join(Job, Job.instance_id == Instance.id)
-            .where(Job.id == job_id)
-        ).scalar_one_or_none()
