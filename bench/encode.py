@@ -5,7 +5,7 @@ Usage::
     nice -n 10 python bench/encode.py [--rows 2500 --columns 2000 --repeat 3]
 
 Builds a synthetic MONOCHROME2 (and MONOCHROME1, JPEG 2000 compressed) DX with six vertebrae
-and a grade I slip (``cdss.encode.testing``), then times each encoder separately (SEG, SR,
+and a grade I slip (``tests.result_factory``), then times each encoder separately (SEG, SR,
 GSPS, SC) and the whole ``encode_results(..., include_sc=True)``, and the serialisation to
 bytes. Every run parses the source afresh from in-memory bytes (pydicom caches decoded
 pixels), so the SC and "all+SC" columns include reading and decoding the source pixels. Prints the median of
@@ -18,12 +18,16 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test data factory lives in tests/
 
 from cdss.config import ResultSettings
 from cdss.encode import EncodedObject, ResultKind, encode_results
@@ -33,7 +37,7 @@ from cdss.encode.gsps import encode_gsps
 from cdss.encode.sc import encode_sc
 from cdss.encode.seg import encode_seg
 from cdss.encode.sr import encode_sr
-from cdss.encode.testing import lumbar_result_from_gt, make_source, synthetic_lumbar_gt
+from tests.result_factory import lumbar_result_from_gt, make_source, synthetic_lumbar_gt
 
 CPU: dict[str, float] = {}
 

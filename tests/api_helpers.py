@@ -85,7 +85,7 @@ def _source_and_results(analysis: str, study_uid: str) -> tuple[Any, list[Any]]:
     """A synthetic source radiograph and the result objects a perfect model would give."""
     from cdss.config import ResultSettings
     from cdss.encode import encode_results
-    from cdss.encode.testing import (
+    from tests.result_factory import (
         cervical_result_from_gt,
         lumbar_result_from_gt,
         make_source,

@@ -22,7 +22,7 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 from cdss.analysis.types import CervicalResult, LumbarResult, Vertebra
 from cdss.config import ResultSettings
 from cdss.encode import EncodedObject, ResultKind, encode_results
-from cdss.encode.testing import (
+from tests.result_factory import (
     cervical_result_from_gt,
     lumbar_result_from_gt,
     make_source,

@@ -33,8 +33,8 @@ from cdss.config import ResultSettings
 from cdss.encode import EncodeError, ResultKind, encode_results
 from cdss.encode import codes as C
 from cdss.encode.overlay import format_percent, overlay_from_gsps, rounded_probability
-from cdss.encode.testing import lumbar_result_from_gt, make_source, rasterise, synthetic_lumbar_gt
 from tests.encode_corpus import BUILDERS, Case, build_case, shared_corpus
+from tests.result_factory import lumbar_result_from_gt, make_source, rasterise, synthetic_lumbar_gt
 
 LUMBAR = [n for n in BUILDERS if "cervical" not in n]
 WITH_SEG = [n for n in LUMBAR if n != "dx_no_vertebrae"]

@@ -2,7 +2,7 @@
 receive, spool, route, encoders, database and (for delivery) Orthanc.
 
 The trained models are not what is under test here, so the analyses are replaced by the
-ground-truth "perfect model" of :mod:`cdss.encode.testing` (the results a model would return for
+ground-truth "perfect model" of :mod:`tests.result_factory` (the results a model would return for
 the synthetic image's known anatomy). The end-to-end tests (``tests/test_e2e_node.py``) run the
 real models.
 """
@@ -26,7 +26,6 @@ from sqlalchemy import select
 from cdss.config import Analysis, Destination, DicomSettings, JobSettings, Settings, StorageSettings
 from cdss.db import AuditEvent, Database, Delivery, Instance, Job, JobState, Result, utcnow
 from cdss.dispatch import Dispatcher
-from cdss.encode.testing import cervical_result_from_gt, lumbar_result_from_gt
 from cdss.jobs.pipeline import PipelineContext, make_processor, process_job, same_acquisition
 from cdss.jobs.runner import JobRunner, RunStatus
 from cdss.jobs.states import LeaseLost, claim_next, reconcile_jobs, rerun_job
@@ -34,6 +33,7 @@ from cdss.leases import new_owner
 from cdss.receive import Receiver
 from cdss.store import Spool
 from tests.peers import Orthanc, free_port
+from tests.result_factory import cervical_result_from_gt, lumbar_result_from_gt
 
 pytestmark = pytest.mark.integration
 

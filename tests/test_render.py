@@ -15,7 +15,7 @@ from cdss.analysis.types import LumbarResult, Vertebra
 from cdss.encode import ResultKind
 from cdss.encode.overlay import LAYERS, Overlay, overlay_from_gsps
 from cdss.encode.seg import VERTEBRA_RGB
-from cdss.render import RenderError, draw_overlay, overlay_for_result, render_files, render_overlay
+from cdss.render import DrawError, RenderError, draw_overlay, overlay_for_result, render_files, render_overlay
 from tests.encode_corpus import Case, build_case
 
 
@@ -78,7 +78,7 @@ def test_render_files_refuses_objects_of_another_image(cases: dict[str, Case]) -
 
 
 def test_draw_overlay_checks_the_image_size() -> None:
-    with pytest.raises(RenderError, match="overlay was made for"):
+    with pytest.raises(DrawError, match="overlay was made for"):
         draw_overlay(np.zeros((10, 10), np.uint8), Overlay(shape=(12, 10)))
 
 

@@ -42,8 +42,8 @@ from cdss.analysis.pixels import display_image
 from cdss.analysis.types import LumbarResult
 from cdss.config import load_settings
 from cdss.encode import EncodedObject, ResultKind, encode_results
-from cdss.encode.testing import load_gt, lumbar_result_from_gt
 from tests.peers import Orthanc, free_port, require, require_binary, run_orthanc, wait_for_port
+from tests.result_factory import load_gt, lumbar_result_from_gt
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
 

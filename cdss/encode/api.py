@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
+from cdss.analysis.pixels import PixelDataError
 from cdss.analysis.types import CervicalResult, LumbarResult
 from cdss.config import ResultSettings
 from cdss.encode.common import AnyResult, EncodeContext, EncodedObject, EncodeError, ResultKind
@@ -74,8 +75,6 @@ def encode_results(
     overlay = overlay_for_context(ctx)
     objects.append(EncodedObject(ResultKind.GSPS, encode_gsps(ctx, overlay)))
     if include_sc:
-        from cdss.analysis.pixels import PixelDataError
-
         try:
             sc = encode_sc(ctx, overlay)
         except PixelDataError as exc:

@@ -2,7 +2,7 @@
 
 For PACS and viewers that show neither SEG nor GSPS. The pixels are the source in *display
 polarity* (:func:`cdss.analysis.pixels.display_image`: modality LUT, VOI window, MONOCHROME1
-inverted) with exactly the overlay the GSPS carries, drawn by :mod:`cdss.render`; the top-left
+inverted) with exactly the overlay the GSPS carries, drawn by :mod:`cdss.encode.draw`; the top-left
 lines say "AI RESULT - <caution>" and the model, so the image is marked in its pixels as well
 as in its Series Description. The SC cannot be toggled off: it is an extra series, never a
 replacement of the source.
@@ -19,6 +19,7 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 
 from cdss.encode.common import EncodeContext, ResultKind, patient_orientation
+from cdss.encode.draw import draw_overlay, source_display_u8
 from cdss.encode.overlay import Overlay
 
 __all__ = ["encode_sc"]
@@ -28,8 +29,6 @@ _PLACEHOLDER_ORIENTATION = ("P", "F")
 
 def encode_sc(ctx: EncodeContext, overlay: Overlay) -> hd.sc.SCImage:
     """The Secondary Capture with ``overlay`` burned into the display-polarity source image."""
-    from cdss.render import draw_overlay, source_display_u8  # render imports encode, not the reverse
-
     src = ctx.source
     rgb = draw_overlay(source_display_u8(src), overlay)
     orientation = patient_orientation(src)

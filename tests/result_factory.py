@@ -29,6 +29,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
     ExplicitVRLittleEndian,
     generate_uid,
 )
@@ -49,8 +52,6 @@ from cdss.analysis.types import (
 )
 
 __all__ = [
-    "CR_IMAGE_STORAGE",
-    "DX_PRESENTATION_STORAGE",
     "cervical_result_from_gt",
     "load_gt",
     "lumbar_result_from_gt",
@@ -61,10 +62,6 @@ __all__ = [
     "test_model",
 ]
 
-DX_PRESENTATION_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1")
-DX_PROCESSING_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1.1")
-CR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
-
 
 def test_model(name: str = "cdss-lumbar-seg", architecture: str = "YOLO11n-seg") -> ModelInfo:
     """A :class:`ModelInfo` for results built from ground truth (no real weights)."""
@@ -74,7 +71,7 @@ def test_model(name: str = "cdss-lumbar-seg", architecture: str = "YOLO11n-seg")
         version="0.0.0+gt",
         weights_sha256=digest,
         architecture=architecture,
-        training_data="none: result built from ground truth (cdss.encode.testing)",
+        training_data="none: result built from ground truth (tests.result_factory)",
     )
 
 
@@ -326,7 +323,7 @@ def synthetic_lumbar_gt(
                 }
             )
     return {
-        "generator": "cdss.encode.testing",
+        "generator": "tests.result_factory",
         "generator_version": 1,
         "kind": "lumbar_lateral" if view == "lateral" else "lumbar_ap",
         "image": {
@@ -364,7 +361,7 @@ def synthetic_cervical_gt(
         vertebrae[f"C{i + 1}"] = {"corners": corners.tolist(), "outline": corners.tolist()}
     roi = [cx - w * 1.4, rows * 0.1, cx + w * 1.4, rows * 0.9]
     return {
-        "generator": "cdss.encode.testing",
+        "generator": "tests.result_factory",
         "generator_version": 1,
         "kind": "cervical_oblique",
         "image": {"rows": rows, "columns": columns, "photometric": "MONOCHROME2", "bits_stored": 12},
@@ -443,10 +440,12 @@ def make_source(
     ds = Dataset()
     if modality == "DX":
         sop_class = (
-            DX_PRESENTATION_STORAGE if presentation_intent == "FOR PRESENTATION" else DX_PROCESSING_STORAGE
+            DigitalXRayImageStorageForPresentation
+            if presentation_intent == "FOR PRESENTATION"
+            else DigitalXRayImageStorageForProcessing
         )
     elif modality == "CR":
-        sop_class = CR_IMAGE_STORAGE
+        sop_class = ComputedRadiographyImageStorage
     else:
         raise ValueError(f"modality must be DX or CR, not {modality!r}")
     now = dt.datetime(2026, 1, 15, 10, 30, 0)
