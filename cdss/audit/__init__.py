@@ -1,6 +1,7 @@
 """Audit trail: PS3.15 A.5 event vocabulary, append-only SHA-256 hash chain."""
 
 from cdss.audit.chain import GENESIS_HASH, canonical, chain_hash
+from cdss.audit.participants import Participants, job_participants
 from cdss.audit.record import record_event
 from cdss.audit.vocabulary import Action, EventID, EventType, Outcome
 
@@ -10,7 +11,9 @@ __all__ = [
     "EventID",
     "EventType",
     "Outcome",
+    "Participants",
     "canonical",
     "chain_hash",
+    "job_participants",
     "record_event",
 ]

@@ -47,39 +47,6 @@ def _user() -> str:
         return "cli"
 
 
-def _audit(
-    db: Any, event: Any, *, ok: bool, description: str, job_id: int | None, detail: dict[str, Any]
-) -> None:
-    from sqlalchemy import select
-
-    from cdss.audit import Action, Outcome, record_event
-    from cdss.db import Instance, Job, Series, Study
-
-    with db.session() as session:
-        who = None
-        if job_id is not None:
-            who = session.execute(
-                select(Study.study_instance_uid, Study.patient_id, Study.accession_number)
-                .join(Series, Series.study_id == Study.id)
-                .join(Instance, Instance.series_id == Series.id)
-                .join(Job, Job.instance_id == Instance.id)
-                .where(Job.id == job_id)
-            ).first()
-        record_event(
-            session,
-            event,
-            action=Action.EXECUTE,
-            outcome=Outcome.SUCCESS if ok else Outcome.MINOR_FAILURE,
-            user=_user(),
-            source=socket.gethostname(),
-            study_instance_uid=who.study_instance_uid if who else None,
-            patient_id=who.patient_id if who else None,
-            accession_number=who.accession_number if who else None,
-            description=description,
-            detail=detail,
-        )
-
-
 @jobs_app.command("list")
 def list_jobs(
     state: str | None = typer.Option(
@@ -149,33 +116,16 @@ def rerun(
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Queue a dead job again with a fresh attempt budget."""
-    from cdss.audit import EventID
-    from cdss.jobs.states import JobStateError, rerun_job
+    from cdss.jobs.admin import rerun as rerun_audited
+    from cdss.jobs.states import JobStateError
 
     settings, db = _open(config)
-    detail = {"job_id": job_id, "force": force, "request": "rerun"}
     try:
-        job = rerun_job(db, job_id, force=force)
+        job = rerun_audited(db, job_id, force=force, user=_user(), source=socket.gethostname())
     except JobStateError as exc:
-        _audit(
-            db,
-            EventID.INSTANCES_ACCESSED,
-            ok=False,
-            description=f"re-run of job {job_id} refused: {exc}",
-            job_id=None,
-            detail=detail,
-        )
         typer.echo(f"error: {exc}", err=True)
         db.dispose()
         raise typer.Exit(1) from exc
-    _audit(
-        db,
-        EventID.INSTANCES_ACCESSED,
-        ok=True,
-        description=f"job {job_id} queued again",
-        job_id=job_id,
-        detail=detail,
-    )
     if settings.jobs.backend == JobBackend.CELERY:
         from cdss.jobs.celery_backend import CeleryBackend
 
@@ -249,38 +199,16 @@ def retry(
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Send a dead delivery again (fresh attempt budget, starting now)."""
-    from sqlalchemy import select
-
-    from cdss.audit import EventID
-    from cdss.db import Result
-    from cdss.dispatch.states import DeliveryStateError, retry_delivery
+    from cdss.dispatch.admin import retry as retry_audited
+    from cdss.dispatch.states import DeliveryStateError
 
     _, db = _open(config)
-    detail = {"delivery_id": delivery_id, "request": "retry"}
     try:
-        d = retry_delivery(db, delivery_id)
+        d = retry_audited(db, delivery_id, user=_user(), source=socket.gethostname())
     except DeliveryStateError as exc:
-        _audit(
-            db,
-            EventID.BEGIN_TRANSFERRING,
-            ok=False,
-            description=f"retry of delivery {delivery_id} refused: {exc}",
-            job_id=None,
-            detail=detail,
-        )
         typer.echo(f"error: {exc}", err=True)
         db.dispose()
         raise typer.Exit(1) from exc
-    with db.session() as session:
-        job_id = session.execute(select(Result.job_id).where(Result.id == d.result_id)).scalar_one()
-    _audit(
-        db,
-        EventID.BEGIN_TRANSFERRING,
-        ok=True,
-        description=f"delivery {delivery_id} to {d.destination} queued again",
-        job_id=job_id,
-        detail=detail,
-    )
     typer.echo(f"delivery {d.id} to {d.destination} queued (the node sends it within seconds)")
     db.dispose()
 

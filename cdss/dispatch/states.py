@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from cdss.audit import Action, EventID, Outcome, record_event
 from cdss.config import DispatchSettings
@@ -38,6 +38,7 @@ __all__ = [
     "count_deliveries",
     "reconcile_deliveries",
     "record_outcomes",
+    "requeue_delivery",
     "retry_delivery",
 ]
 
@@ -369,29 +370,38 @@ def reconcile_deliveries(db: Database, *, now: dt.datetime | None = None) -> lis
     return changed
 
 
+def requeue_delivery(session: Session, delivery_id: int, *, now: dt.datetime) -> Delivery:
+    """Inside the caller's transaction: a dead delivery back to ``pending`` now, fresh attempts.
+
+    Raises :class:`DeliveryStateError` for an unknown delivery or one that is not dead.
+    """
+    d = session.execute(
+        select(Delivery).where(Delivery.id == delivery_id).with_for_update()
+    ).scalar_one_or_none()
+    if d is None:
+        raise DeliveryStateError(f"delivery {delivery_id} does not exist")
+    if d.state is not DeliveryState.DEAD:
+        raise DeliveryStateError(
+            f"delivery {delivery_id} is {d.state.value}; only dead deliveries are retried"
+        )
+    d.state = DeliveryState.PENDING
+    d.attempts = 0
+    d.next_attempt_at = now
+    session.flush()
+    return d
+
+
 def retry_delivery(db: Database, delivery_id: int, *, now: dt.datetime | None = None) -> Delivery:
-    """Send a dead delivery again: back to ``pending`` now, with a fresh attempt budget.
+    """Send a dead delivery again (one transaction, not audited; administrators use
+    :func:`cdss.dispatch.admin.retry`, which audits the request in the same transaction).
 
     Raises
     ------
     DeliveryStateError
         Unknown delivery, or one that is not dead.
     """
-    now = now or utcnow()
     with db.session() as session:
-        d = session.execute(
-            select(Delivery).where(Delivery.id == delivery_id).with_for_update()
-        ).scalar_one_or_none()
-        if d is None:
-            raise DeliveryStateError(f"delivery {delivery_id} does not exist")
-        if d.state is not DeliveryState.DEAD:
-            raise DeliveryStateError(
-                f"delivery {delivery_id} is {d.state.value}; only dead deliveries are retried"
-            )
-        d.state = DeliveryState.PENDING
-        d.attempts = 0
-        d.next_attempt_at = now
-        session.flush()
+        d = requeue_delivery(session, delivery_id, now=now or utcnow())
         session.expunge(d)
         return d
 

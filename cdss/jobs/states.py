@@ -49,6 +49,7 @@ __all__ = [
     "job_next_run_at",
     "queued_job_ids",
     "reconcile_jobs",
+    "requeue_job",
     "rerun_job",
 ]
 
@@ -432,8 +433,39 @@ def reconcile_jobs(db: Database, *, now: dt.datetime | None = None) -> Reconcile
     return report
 
 
+def requeue_job(session: Session, job_id: int, *, force: bool, now: dt.datetime) -> tuple[Job, JobState]:
+    """Inside the caller's transaction: queue a finished job again with a fresh attempt budget.
+
+    Returns the job and the state it had. See :func:`rerun_job` for ``force`` and the errors.
+    """
+    allowed = {JobState.DEAD} | ({JobState.SUCCEEDED, JobState.NOT_APPLICABLE} if force else set())
+    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+    if job is None:
+        raise JobStateError(f"job {job_id} does not exist")
+    previous = job.state
+    if previous not in allowed:
+        if previous in (JobState.SUCCEEDED, JobState.NOT_APPLICABLE):
+            raise JobStateError(
+                f"job {job_id} is {previous.value}; re-running it produces a second set of "
+                "results, so it needs force (`cdss jobs rerun --force`)"
+            )
+        raise JobStateError(f"job {job_id} is {previous.value}; only dead or finished jobs can be re-run")
+    job.state = JobState.QUEUED
+    job.attempts = 0
+    job.next_run_at = now
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.finished_at = None
+    job.updated_at = now
+    session.flush()
+    return job, previous
+
+
 def rerun_job(db: Database, job_id: int, *, force: bool = False, now: dt.datetime | None = None) -> Job:
-    """Queue a finished job again with a fresh attempt budget.
+    """Queue a finished job again with a fresh attempt budget (one transaction, not audited).
+
+    Administrators use :func:`cdss.jobs.admin.rerun`, which audits the request in the same
+    transaction.
 
     Parameters
     ----------
@@ -446,29 +478,8 @@ def rerun_job(db: Database, job_id: int, *, force: bool = False, now: dt.datetim
     JobStateError
         Unknown job, a job that is queued or running, or a finished job without ``force``.
     """
-    now = now or utcnow()
-    allowed = {JobState.DEAD} | ({JobState.SUCCEEDED, JobState.NOT_APPLICABLE} if force else set())
     with db.session() as session:
-        job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
-        if job is None:
-            raise JobStateError(f"job {job_id} does not exist")
-        if job.state not in allowed:
-            if job.state in (JobState.SUCCEEDED, JobState.NOT_APPLICABLE):
-                raise JobStateError(
-                    f"job {job_id} is {job.state.value}; re-running it produces a second set of "
-                    "results, so it needs force (`cdss jobs rerun --force`)"
-                )
-            raise JobStateError(
-                f"job {job_id} is {job.state.value}; only dead or finished jobs can be re-run"
-            )
-        job.state = JobState.QUEUED
-        job.attempts = 0
-        job.next_run_at = now
-        job.lease_owner = None
-        job.lease_expires_at = None
-        job.finished_at = None
-        job.updated_at = now
-        session.flush()
+        job, _ = requeue_job(session, job_id, force=force, now=now or utcnow())
         session.expunge(job)
         return job
 
