@@ -1,13 +1,14 @@
 """Lumbar analysis latency on CPU: DICOM file → LumbarResult, per image.
 
 Times the whole per-image path the worker runs — ``pydicom.dcmread`` + pixel decode,
-display image, resize, every YOLO pass the weights ask for (whole image, spine crop, zoomed
-level crops; ``retina_masks``), outline and corner fitting, orientation, levels — i.e.
+display image, resize, every YOLO pass the weights ask for (whole image, spine crop, mirrored
+crop; ``retina_masks``), naming from anatomy, outline and corner fitting, edge refinement,
+orientation, levels, abstention — i.e.
 ``LumbarAnalyzer.analyse`` — for every ``*.dcm`` under ``--data`` (default: the committed
 held-out fixture), after one warm-up image, and reports p50 / p95 / max seconds; the split into
 reading + display image, model forward passes and the rest is reported at p50.
 ``--threads`` sets torch's CPU threads after the model is loaded (Ultralytics resets them on
-load); ``--no-level-refine`` times the analysis without the zoom refinement. Example::
+load); ``--no-edge-refine`` times the analysis without the edge refinement. Example::
 
     python bench/lumbar_inference.py --threads 2
     python bench/lumbar_inference.py --data var/synth/lumbar-heldout --limit 40 --json var/bench/lumbar.json
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=0, help="at most this many images (0 = all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    parser.add_argument("--no-level-refine", action="store_true", help="switch the zoom refinement off")
+    parser.add_argument("--no-edge-refine", action="store_true", help="switch the edge refinement off")
     args = parser.parse_args()
 
     import torch
@@ -57,8 +58,8 @@ def main() -> None:
     analyzer = LumbarAnalyzer.load(args.weights, args.device)
     load_s = time.perf_counter() - t0
     analyzer.torch_threads = args.threads
-    if args.no_level_refine:
-        analyzer.level_refine = False
+    if args.no_edge_refine:
+        analyzer.edge_refine = False
     analyzer.analyse(pydicom.dcmread(files[0]), LumbarView.LATERAL)  # warm-up
     predict = analyzer._predict
     model_s = [0.0]
@@ -90,8 +91,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "imgsz": analyzer.imgsz,
         "spine_crop": analyzer.spine_crop,
-        "level_refine": analyzer.level_refine,
-        "level_imgsz": analyzer.level_imgsz,
+        "flip_average": analyzer.flip_average,
+        "edge_refine": analyzer.edge_refine,
         "load_s": round(load_s, 3),
         "p50_s": round(float(np.percentile(total, 50)), 3),
         "p95_s": round(float(np.percentile(total, 95)), 3),

@@ -6,9 +6,7 @@ and seconds per image, per variant and over all images. Example::
 
     python bench/lumbar_settings.py --data var/synth/lumbar-v2-valfull \\
         --weights var/train/lumbar/v2/run/weights/best.pt \\
-        --imgsz 384 448 --level-imgsz 0 320 384 --json var/eval/lumbar/settings.json
-
-``--level-imgsz 0`` means "no zoom refinement".
+        --imgsz 448 512 --flip-average 0 1 --edge-refine 0 1 --json var/eval/lumbar/settings.json
 """
 
 from __future__ import annotations
@@ -32,33 +30,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="validation images (DICOM + JSON)")
     parser.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
     parser.add_argument("--imgsz", type=int, nargs="+", default=[448])
-    parser.add_argument("--level-imgsz", type=int, nargs="+", default=[0])
-    parser.add_argument("--level-factor", type=float, nargs="+", default=[1.35])
     parser.add_argument("--no-spine-crop", action="store_true")
-    parser.add_argument("--level-flip", type=int, nargs="+", default=[0], help="0 and/or 1")
     parser.add_argument("--flip-average", type=int, nargs="+", default=[0], help="0 and/or 1")
-    parser.add_argument("--mask-open", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--edge-refine", type=int, nargs="+", default=[0], help="0 and/or 1")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     rows = []
-    combos = itertools.product(
-        args.imgsz, args.level_imgsz, args.level_factor, args.level_flip, args.mask_open, args.flip_average
-    )
-    for imgsz, level, factor, flip, opening, average in combos:
-        if level == 0 and (factor != args.level_factor[0] or flip != args.level_flip[0]):
-            continue  # factor and flip only matter with the zoom refinement
+    for imgsz, average, edges in itertools.product(args.imgsz, args.flip_average, args.edge_refine):
         settings = {
             "imgsz": imgsz,
             "spine_crop": not args.no_spine_crop,
-            "level_refine": level > 0,
-            "level_imgsz": level or imgsz,
-            "level_factor": factor,
-            "level_flip": bool(flip),
-            "mask_open": opening,
             "flip_average": bool(average),
+            "edge_refine": bool(edges),
             "torch_threads": args.threads,
         }
         with tempfile.TemporaryDirectory() as tmp:
@@ -81,11 +67,13 @@ def main() -> None:
                     "slip_p95": v["slip_p95_abs_error"],
                     "grade_accuracy": v["grade_accuracy"],
                     "missing_rate": v["missing_rate"],
+                    "listhesis_slip_mae": v["listhesis_slip_mae"],
+                    "errors_above_15pp": v["errors_above_15pp"],
                     "s_p50": v["seconds_per_image_p50"],
                 }
             )
             print(
-                f"imgsz {imgsz} level {level or '-':>4} x{factor:.2f} flip {flip} avg {average} open {opening:.2f} {variant:12s} MAE {v['slip_mae']:.2f} "
+                f"imgsz {imgsz} flip-avg {average} edges {edges} {variant:12s} MAE {v['slip_mae']:.2f} "
                 f"P95 {v['slip_p95_abs_error']:.2f} grade {v['grade_accuracy']:.3f} "
                 f"missing {v['missing_rate']:.3f} s/img {v['seconds_per_image_p50']:.2f}",
                 flush=True,

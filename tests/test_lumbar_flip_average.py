@@ -2,7 +2,7 @@
 
 With flip averaging every level is measured on the mean of the corner fits of the image and of
 its mirror image. Checked: the mirrored pass's outlines, mirrored back, lie on the vertebrae of
-the straight pass (a mask left mirrored would land on the other side of the image and pair
+the straight pass and are named the same by the anatomical chain (a mask left mirrored would land on the other side of the image and pair
 nothing); every level is paired; measuring the mirror image gives nearly the same slips. Not
 exactly the same: the spine crop comes from a first pass on the (mirrored) whole image, and the
 model is not mirror-equivariant, so the crop box moves by a few pixels and the slips by up to
@@ -34,8 +34,8 @@ def test_flip_averaged_slips_are_mirror_invariant_and_close_to_the_truth() -> No
     }
     display = display_image(pydicom.dcmread(dcm))
     analyzer = LumbarAnalyzer.load(None, "cpu")
-    analyzer.level_refine = False
     analyzer.flip_average = True
+    analyzer.edge_refine = False
 
     def slips(image: np.ndarray) -> tuple[dict[str, float], list[str]]:
         res = analyzer.analyse(np.ascontiguousarray(image), LumbarView.LATERAL)
@@ -46,22 +46,25 @@ def test_flip_averaged_slips_are_mirror_invariant_and_close_to_the_truth() -> No
         }
         return measured, res.notes
 
-    prepared = [analyzer.prepare(display)]
-    first = analyzer._predict([prepared[0].model_input])
-    crop = analyzer._crop_around_spine(prepared[0], first[0])
+    prepared = analyzer.prepare(display)
+    first = analyzer._predict([prepared.model_input])
+    crop = analyzer._crop_around_spine(prepared, first[0])
     assert crop is not None
-    found = analyzer._found(analyzer._predict([crop.model_input])[0], crop)
-    pairs = analyzer._flip_pairs([crop], [found])[0]
-    assert len(pairs) == 5
-    for straight_pair, mirror_pair in pairs.values():
-        for a, b in zip(straight_pair, mirror_pair, strict=True):
-            size = float(np.max(a.max(axis=0) - a.min(axis=0)))
-            assert np.hypot(*(a.mean(axis=0) - b.mean(axis=0))) < 0.05 * size
+    straight_c = analyzer.candidates(analyzer._predict([crop.model_input])[0], crop)
+    mirror_in = np.ascontiguousarray(crop.model_input[:, ::-1])
+    mirror_c = analyzer.candidates(analyzer._predict([mirror_in])[0], crop, mirrored=True)
+    a_named = {f.label: f.outline for f in analyzer.name_bodies(straight_c).found}
+    b_named = {f.label: f.outline for f in analyzer.name_bodies(mirror_c).found}
+    assert len(a_named) == 6 and a_named.keys() == b_named.keys()
+    for label, a in a_named.items():  # mirrored back onto the same bodies, named the same
+        b = b_named[label]
+        size = float(np.max(a.max(axis=0) - a.min(axis=0)))
+        assert np.hypot(*(a.mean(axis=0) - b.mean(axis=0))) < 0.05 * size
 
     straight, notes = slips(display)
     mirrored, notes_m = slips(display[:, ::-1])
-    assert any(n.startswith("flip averaging: 5 level(s)") for n in notes), notes
-    assert any(n.startswith("flip averaging: 5 level(s)") for n in notes_m), notes_m
+    assert any(n.startswith("flip averaging: 6 vertebra(e)") for n in notes), notes
+    assert any(n.startswith("flip averaging: 6 vertebra(e)") for n in notes_m), notes_m
     assert straight.keys() == mirrored.keys() == truth.keys()
     for level, value in straight.items():
         assert value == pytest.approx(mirrored[level], abs=3.0), (level, value, mirrored[level])

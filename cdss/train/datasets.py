@@ -3,8 +3,9 @@
 Both importers write the Ultralytics segmentation layout::
 
     OUT/images/{train,val}/<name>.png    8-bit grey, longest side resized to ``max_side`` (INTER_AREA)
-    OUT/labels/{train,val}/<name>.txt    one line per vertebra: ``class x1 y1 x2 y2 ...`` normalised to [0, 1]
-    OUT/data.yaml                        names L1 … S1 (class ids 0 … 5, :class:`Vertebra` order)
+    OUT/labels/{train,val}/<name>.txt    one line per body: ``class x1 y1 x2 y2 ...`` normalised to [0, 1]
+    OUT/data.yaml                        class names: ``vertebra, sacrum`` (anatomical scheme, default)
+                                         or ``L1 … S1`` (seed-000 scheme; :mod:`cdss.analysis.lumbar.classes`)
     OUT/manifest.json                    per image: source files, view, split, original size
 
 Polygons are normalised by the *original* image size, so they stay valid under the
@@ -27,11 +28,15 @@ measurement; it only gives the model a body-sized region to segment.
 
 cdss synthetic
 --------------
-Every ``<name>.json`` written by ``cdss fixtures generate`` (``generator == "cdss.synth"``) with
-``<name>.dcm`` beside it. The image is the DICOM rendered with
+Every ``<name>.json`` written by ``cdss fixtures generate`` (``generator`` ``cdss.synth`` —
+family A — or ``cdss.synth.family_b``) with ``<name>.dcm`` beside it. The image is the DICOM rendered with
 :func:`cdss.analysis.pixels.display_image` (bone bright, VOI applied, MONOCHROME1 inverted) and
 scaled to 8 bits — the same function the analysis uses at inference. Each vertebra's polygon is
-its ground-truth ``outline`` (or its four ``corners`` when no outline is given).
+its ground-truth ``outline`` (or its four ``corners`` when no outline is given). The thoracic
+bodies above L1 (``T12``, ``T11``: family A lists them under ``thoracic``, family B under
+``vertebrae``) are labelled too when at least :data:`THORACIC_MIN_VISIBLE` of them is in the
+image: in the anatomical scheme every body is a ``vertebra``, so the model learns what a
+vertebral body looks like rather than which one it is.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import cv2
 import numpy as np
 
 from cdss.analysis.imaging import level_crop_box, resize_longest
+from cdss.analysis.lumbar.classes import LEVEL_CLASSES, ClassScheme
 from cdss.analysis.types import Vertebra
 
 __all__ = [
@@ -66,7 +72,12 @@ __all__ = [
     "write_yolo_dataset",
 ]
 
-CLASS_NAMES: list[str] = [v.value for v in Vertebra]
+#: Class names of the seed-000 scheme (kept for callers of the 2.x API; see :class:`ClassScheme`).
+CLASS_NAMES: list[str] = list(LEVEL_CLASSES)
+#: Generators whose ground truth :func:`iter_synthetic` reads (the two synthetic families).
+SYNTHETIC_GENERATORS = {"cdss.synth": "A", "cdss.synth.family_b": "B"}
+#: Thoracic bodies (above L1) labelled as vertebrae when at least this share is in the image.
+THORACIC_MIN_VISIBLE = 0.25
 #: Caudal extension of the S1 quadrilateral built from BUU's single S1 endplate, fraction of its width.
 S1_EXTENSION = 0.5
 _VIEW_FOLDERS = {"ap": "ap", "la": "lateral", "lat": "lateral", "lateral": "lateral", "ll": "lateral"}
@@ -93,7 +104,7 @@ class LabelledImage:
     view: str  # "lateral" or "ap"
     load: object  # zero-argument callable returning a uint8 (rows, columns) image
     shape: tuple[int, int]  # (rows, columns) of the original image
-    polygons: dict[Vertebra, np.ndarray]
+    polygons: dict[str, np.ndarray]  # "L1" … "L5", "S1" (Vertebra values) and "T12", "T11"
     source: str
     extra: dict = field(default_factory=dict)
 
@@ -223,21 +234,26 @@ def iter_synthetic(
             gt = json.loads(js.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
-        if not isinstance(gt, dict) or gt.get("generator") != "cdss.synth" or gt.get("kind") not in wanted:
+        if (
+            not isinstance(gt, dict)
+            or gt.get("generator") not in SYNTHETIC_GENERATORS
+            or gt.get("kind") not in wanted
+        ):
             continue
         dcm = js.with_suffix(".dcm")
         if not dcm.exists():
             raise DatasetError(f"{js}: ground truth without its image {dcm.name}")
         found = True
-        polys: dict[Vertebra, np.ndarray] = {}
-        for key, item in (gt.get("vertebrae") or {}).items():
-            try:
-                vert = Vertebra(key)
-            except ValueError:
+        polys: dict[str, np.ndarray] = {}
+        bodies = {**(gt.get("thoracic") or {}), **(gt.get("vertebrae") or {})}
+        for key, item in bodies.items():
+            if key not in LEVEL_CLASSES and key not in ("T12", "T11"):
+                continue
+            if key in ("T12", "T11") and float(item.get("visible_fraction", 1.0)) < THORACIC_MIN_VISIBLE:
                 continue
             pts = item.get("outline") or item.get("corners")
             if pts and len(pts) >= 3:
-                polys[vert] = np.asarray(pts, dtype=float)
+                polys[key] = np.asarray(pts, dtype=float)
         view = "ap" if gt["kind"] == "lumbar_ap" else "lateral"
 
         def load(p: Path = dcm) -> np.ndarray:
@@ -254,6 +270,7 @@ def iter_synthetic(
             source=str(dcm),
             extra={
                 "variant": gt.get("variant", "standard"),
+                "family": SYNTHETIC_GENERATORS[gt["generator"]],
                 "seed": gt.get("seed"),
                 "index": gt.get("index"),
             },
@@ -274,30 +291,54 @@ def split_names(names: list[str], val_fraction: float, seed: int) -> set[str]:
     return set(order[:n_val])
 
 
-def _label_lines(polys: dict[Vertebra, np.ndarray], shape: tuple[int, int]) -> list[str]:
+def _label_lines(
+    polys: dict[str, np.ndarray], shape: tuple[int, int], scheme: ClassScheme = ClassScheme.ANATOMICAL
+) -> list[str]:
+    """YOLO segmentation label lines of ``polys`` on an image of ``shape`` (rows, columns).
+
+    Polygons are clipped to the image (Sutherland–Hodgman); a body with less than
+    :data:`MIN_VISIBLE` of its area inside is left out. ``scheme`` maps names to class ids:
+    anatomical (S1 → sacrum, every other body → vertebra) or levels (L1 … S1; thoracic bodies
+    are not labelled).
+    """
     rows, cols = shape
+    box = (-0.5, -0.5, cols - 0.5, rows - 0.5)
     lines = []
-    for vert in Vertebra:
-        if vert not in polys:
+    for name in sorted(polys, key=_name_order):
+        if scheme is ClassScheme.ANATOMICAL:
+            class_id = 1 if name == Vertebra.S1.value else 0
+        elif name in LEVEL_CLASSES:
+            class_id = LEVEL_CLASSES.index(name)
+        else:
             continue
-        pts = np.asarray(polys[vert], dtype=float)
+        full = np.asarray(polys[name], dtype=float)
+        pts = clip_polygon(full, box)
+        if len(pts) < 3 or _polygon_area(pts) < MIN_VISIBLE * max(_polygon_area(full), 1e-9):
+            continue
         # pixel centres → normalised image coordinates (edges at 0 and 1)
         x = np.clip((pts[:, 0] + 0.5) / cols, 0.0, 1.0)
         y = np.clip((pts[:, 1] + 0.5) / rows, 0.0, 1.0)
         coords = " ".join(f"{a:.6f} {b:.6f}" for a, b in zip(x, y, strict=True))
-        lines.append(f"{vert.class_id} {coords}")
+        lines.append(f"{class_id} {coords}")
     return lines
+
+
+_ORDER = ("T11", "T12", *LEVEL_CLASSES)
+
+
+def _name_order(name: str) -> int:
+    return _ORDER.index(name) if name in _ORDER else len(_ORDER)
 
 
 def _spine_crop(
     image: np.ndarray,
-    polys: dict[Vertebra, np.ndarray],
+    polys: dict[str, np.ndarray],
     rng: np.random.Generator,
     margin: tuple[float, float],
-) -> tuple[np.ndarray, dict[Vertebra, np.ndarray], tuple[int, int]]:
-    """A square crop containing every polygon, with a random margin and position."""
+) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]:
+    """A square crop containing every lumbar polygon, with a random margin and position."""
     rows, cols = image.shape[:2]
-    allpts = np.vstack(list(polys.values()))
+    allpts = np.vstack([p for n, p in polys.items() if n in LEVEL_CLASSES] or list(polys.values()))
     lo, hi = allpts.min(axis=0), allpts.max(axis=0)
     extent = hi - lo
     side = float(max(extent)) * (1.0 + rng.uniform(*margin))
@@ -380,11 +421,11 @@ MIN_VISIBLE = 0.2
 
 def _level_crop(
     image: np.ndarray,
-    polys: dict[Vertebra, np.ndarray],
+    polys: dict[str, np.ndarray],
     pair: tuple[Vertebra, Vertebra],
     rng: np.random.Generator,
     factor: tuple[float, float],
-) -> tuple[np.ndarray, dict[Vertebra, np.ndarray], tuple[int, int]]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]:
     """A square crop around one level (two adjacent vertebrae, neighbours partly visible)."""
     rows, cols = image.shape[:2]
     cx, cy, side = level_crop_box(
@@ -395,7 +436,7 @@ def _level_crop(
     c1 = int(np.clip(np.ceil(cx + side / 2), c0 + 1, cols))
     r1 = int(np.clip(np.ceil(cy + side / 2), r0 + 1, rows))
     box = (float(c0) - 0.5, float(r0) - 0.5, float(c1) - 0.5, float(r1) - 0.5)  # pixel edges
-    shifted: dict[Vertebra, np.ndarray] = {}
+    shifted: dict[str, np.ndarray] = {}
     for vert, poly in polys.items():
         clipped = clip_polygon(poly, box)
         if len(clipped) >= 3 and _polygon_area(clipped) >= MIN_VISIBLE * _polygon_area(np.asarray(poly)):
@@ -417,6 +458,7 @@ def write_yolo_dataset(
     level_factor: tuple[float, float] = (1.15, 1.6),
     level_max_side: int = 640,
     progress: object | None = None,
+    scheme: ClassScheme = ClassScheme.ANATOMICAL,
 ) -> Path:
     """Write ``items`` as an Ultralytics segmentation dataset under ``out``; return ``out/data.yaml``.
 
@@ -447,6 +489,9 @@ def write_yolo_dataset(
         area is inside.
     progress
         Optional callable ``progress(done: int)`` called after each image.
+    scheme
+        Class scheme of the labels (:class:`~cdss.analysis.lumbar.classes.ClassScheme`):
+        anatomical (``vertebra``, ``sacrum``; the default) or the seed-000 levels L1 … S1.
     """
     out = Path(out)
     items = list(items)
@@ -477,7 +522,7 @@ def write_yolo_dataset(
             stored = resize_longest(image, max_side)
         cv2.imwrite(str(out / "images" / split / f"{item.name}.png"), stored)
         (out / "labels" / split / f"{item.name}.txt").write_text(
-            "\n".join(_label_lines(polys, shape)) + "\n", encoding="utf-8"
+            "\n".join(_label_lines(polys, shape, scheme)) + "\n", encoding="utf-8"
         )
         manifest.append(
             {
@@ -500,7 +545,7 @@ def write_yolo_dataset(
                 name = f"{item.name}_lv{k}"
                 cv2.imwrite(str(out / "images" / split / f"{name}.png"), resize_longest(crop, level_max_side))
                 (out / "labels" / split / f"{name}.txt").write_text(
-                    "\n".join(_label_lines(cpolys, cshape)) + "\n", encoding="utf-8"
+                    "\n".join(_label_lines(cpolys, cshape, scheme)) + "\n", encoding="utf-8"
                 )
                 upper, lower = LEVEL_PAIRS[int(idx)]
                 manifest.append(
@@ -523,7 +568,7 @@ def write_yolo_dataset(
         f"train: images/{'train' if has_train else 'val'}",
         f"val: images/{'val' if has_val else 'train'}",
         "names:",
-        *[f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES)],
+        *[f"  {i}: {n}" for i, n in enumerate(scheme.names)],
     ]
     (out / "data.yaml").write_text("\n".join(yaml_lines) + "\n", encoding="utf-8")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")

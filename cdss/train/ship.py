@@ -14,6 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from cdss.analysis._ultralytics import ultralytics
+
 __all__ = ["ship_lumbar"]
 
 
@@ -35,15 +39,12 @@ def ship_lumbar(
     inference
         Inference settings stored in the checkpoint's ``cdss`` metadata, which
         :meth:`cdss.analysis.lumbar.LumbarAnalyzer.load` reads: ``inference_imgsz``,
-        ``spine_crop``, ``level_refine``, ``level_imgsz``, ``level_factor``, ``level_flip``, ``mask_open``
-        (merged over what the checkpoint already holds).
+        ``spine_crop``, ``flip_average``, ``edge_refine``, ``abstain`` (a mapping of
+        :class:`~cdss.analysis.lumbar.quality.AbstainRule` fields) — merged over what the
+        checkpoint already holds.
     extra
         More manifest fields (e.g. where the metrics were measured).
     """
-    import torch
-
-    from cdss.analysis._ultralytics import ultralytics
-
     ultralytics()  # unpickling the checkpoint imports Ultralytics: configure it (offline, settings dir) first
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if inference:
@@ -77,7 +78,7 @@ def ship_lumbar(
         "precision": "float16",
         "architecture": Path(yaml_file).stem.replace("yolo11", "YOLO11").replace("yolov8", "YOLOv8")
         or "YOLO-seg",
-        "classes": ["L1", "L2", "L3", "L4", "L5", "S1"],
+        "classes": [str(model.names[k]) for k in sorted(model.names)],
         "inference_imgsz": slim["cdss"].get("inference_imgsz"),
         "inference": slim["cdss"],
         "training_data": training_data,

@@ -28,6 +28,8 @@ import numpy as np
 __all__ = [
     "CornerFit",
     "fit_corners",
+    "fit_side_curve",
+    "intersect_curves",
     "label_corners",
     "mask_outline",
     "open_mask",
@@ -267,3 +269,8 @@ def label_corners(corners: np.ndarray, cranial: np.ndarray, anterior: np.ndarray
     else:
         sa, sp, ip, ia = c[s], c[(s + 1) % 4], c[(s + 2) % 4], c[(s + 3) % 4]
     return np.array([sa, sp, ip, ia], dtype=float)
+
+
+#: Public names of the side-curve helpers (the edge refinement fits its edge points the same way).
+fit_side_curve = _fit_side
+intersect_curves = _intersect_curves

@@ -81,21 +81,13 @@ def segments_from_outlines(
     image_shape: tuple[int, int],
     view: LumbarView,
     anterior: AnteriorEstimate | None,
-    level_outlines: dict[tuple[Vertebra, Vertebra], list[tuple[np.ndarray, np.ndarray]]] | None = None,
 ) -> list[VertebraSegment]:
     """Corners for every vertebra found, in the order of :class:`VertebraSegment` (lateral or AP).
 
     Vertebrae whose outline cannot be fitted (fewer than 8 points, degenerate) are dropped:
-    they become missing, not guessed.
-
-    ``level_outlines`` (zoom refinement): for a level ``(upper, lower)``, the two outlines (source
-    px) segmented on a zoomed crop around that level — one pair per segmentation of the crop
-    (e.g. the crop and its mirror image). When given, the corners a level's slip uses come from
-    that crop: the upper vertebra's inferior corners and the lower vertebra's superior corners
-    are replaced by those fitted on the crop's outlines (same cranial and anterior directions;
-    the mean over the pairs), so every level is measured on one, finer segmentation. A
-    vertebra's outline and mask become the crop's (first) outline where it is the lower
-    vertebra (its superior endplate is the reference line), else where it is the upper one.
+    they become missing, not guessed. The cranial direction of each vertebra comes from its
+    named neighbours (:func:`cranial_directions`), the anterior one from ``anterior`` (AP
+    views: the image left, giving superior-left, superior-right, … corners).
     """
     centroids = {f.label: np.asarray(f.outline, dtype=float).mean(axis=0) for f in found if len(f.outline)}
     cranial = cranial_directions(centroids)
@@ -108,41 +100,15 @@ def segments_from_outlines(
         front = anterior_unit("left", global_up)  # AP: superior-left, superior-right, ...
     else:
         front = anterior_unit(anterior.side, global_up)
-
-    def corners_of(label: Vertebra, outline: np.ndarray) -> np.ndarray | None:
-        try:
-            fit = fit_corners(outline)
-        except ValueError:
-            return None
-        return label_corners(fit.corners, cranial.get(label, global_up), front)
-
-    refined_sup: dict[Vertebra, tuple[np.ndarray, np.ndarray]] = {}  # lower vertebra of a level
-    refined_inf: dict[Vertebra, tuple[np.ndarray, np.ndarray]] = {}  # upper vertebra of a level
-    for (upper, lower), pairs in (level_outlines or {}).items():
-        fits = [(corners_of(upper, out_u), corners_of(lower, out_l)) for out_u, out_l in pairs]
-        fits = [(cu, cl) for cu, cl in fits if cu is not None and cl is not None]
-        if not fits:
-            continue  # the level keeps the whole-spine corners
-        cu = np.mean([f[0] for f in fits], axis=0)
-        cl = np.mean([f[1] for f in fits], axis=0)
-        refined_inf[upper] = (cu, np.asarray(pairs[0][0], dtype=float))
-        refined_sup[lower] = (cl, np.asarray(pairs[0][1], dtype=float))
-
     segments: list[VertebraSegment] = []
     for f in sorted(found, key=lambda x: x.label.class_id):
-        corners = corners_of(f.label, f.outline)
-        if corners is None:
+        try:
+            fit = fit_corners(f.outline)
+        except ValueError:
             continue
+        corners = label_corners(fit.corners, cranial.get(f.label, global_up), front)
         outline = np.asarray(f.outline, dtype=float)
-        mask = f.mask
-        if f.label in refined_inf:
-            corners[2:] = refined_inf[f.label][0][2:]
-            outline, mask = refined_inf[f.label][1], None
-        if f.label in refined_sup:
-            corners[:2] = refined_sup[f.label][0][:2]
-            outline, mask = refined_sup[f.label][1], None
-        if mask is None:
-            mask = fill_outline(outline, image_shape)
+        mask = f.mask if f.mask is not None else fill_outline(outline, image_shape)
         segments.append(
             VertebraSegment(
                 label=f.label,

@@ -1,0 +1,156 @@
+"""Per-level confidence and the abstention rule: a level that fails a check is *not measured*.
+
+A wrong grade is worse than no grade. Every measured level gets a confidence in [0, 1] from
+the evidence the analysis has about it, and a level is reported ``NOT_MEASURED`` — with the
+reason, never with a slip or a grade — when any check fails:
+
+==========================  ==================================================================
+check                       fails when
+==========================  ==================================================================
+anatomy (chain)             a body of the level is implausible in the spine chain (spacing,
+                            shape; :mod:`cdss.analysis.lumbar.chain`)
+detection                   the weaker of the two bodies' detection confidences is below
+                            ``min_detection``
+mirror agreement            the level measured on the image and on its mirror image (two
+                            independent segmentations) differ by more than
+                            ``max_flip_delta_pp`` percentage points
+edge agreement              the corners fitted on the mask and those moved onto the image's
+                            edges give slips more than ``max_refine_delta_pp`` apart
+confidence                  the combined confidence is below ``min_confidence``
+==========================  ==================================================================
+
+The confidence is the detection confidence multiplied by ``1 / (1 + (Δ / scale)²)`` for each
+disagreement Δ (mirror, edge) that was measured: 1.0 for two confident, mutually consistent
+segmentations, falling towards 0 as they disagree. The thresholds were chosen on validation
+images of both synthetic families (docs/models/lumbar.md, "Abstention") so that no level with
+an error above 15 pp is reported there; how often each check fires is in the model card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from cdss.analysis.types import LevelMeasurement, LevelStatus, MeyerdingGrade, SlipDirection
+
+__all__ = ["AbstainRule", "LevelEvidence", "apply_abstention", "level_confidence"]
+
+
+@dataclass(frozen=True)
+class LevelEvidence:
+    """What the analysis knows about one level's measurement.
+
+    Attributes
+    ----------
+    detection
+        The weaker of the two bodies' detection confidences, [0, 1].
+    flip_delta_pp
+        |slip on the image − slip on its mirror image|, percentage points (``None``: no mirror pass).
+    refine_delta_pp
+        |slip from edge-refined corners − slip from mask corners|, percentage points (``None``: no refinement).
+    problem
+        Why the chain finds a body of this level implausible (``""``: nothing).
+    """
+
+    detection: float
+    flip_delta_pp: float | None = None
+    refine_delta_pp: float | None = None
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class AbstainRule:
+    """Thresholds of the abstention rule (see the module docstring)."""
+
+    min_detection: float = 0.5
+    max_flip_delta_pp: float = 6.0
+    max_refine_delta_pp: float = 8.0
+    min_confidence: float = 0.35
+    flip_scale_pp: float = 4.0
+    refine_scale_pp: float = 6.0
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, float] | None) -> AbstainRule:
+        """A rule from a (partial) mapping, e.g. the ``abstain`` block of the weights' metadata."""
+        if not values:
+            return cls()
+        known = {k: float(v) for k, v in values.items() if k in cls.__dataclass_fields__}
+        return replace(cls(), **known)
+
+
+def level_confidence(ev: LevelEvidence, rule: AbstainRule) -> float:
+    """Confidence in [0, 1] of one level's measurement (see the module docstring)."""
+    c = max(0.0, min(1.0, float(ev.detection)))
+    if ev.flip_delta_pp is not None:
+        c /= 1.0 + (ev.flip_delta_pp / rule.flip_scale_pp) ** 2
+    if ev.refine_delta_pp is not None:
+        c /= 1.0 + (ev.refine_delta_pp / rule.refine_scale_pp) ** 2
+    return c
+
+
+def _failed_check(ev: LevelEvidence, confidence: float, rule: AbstainRule) -> tuple[str, str] | None:
+    """``(check, reason)`` of the first failing check, ``None`` when all pass."""
+    if ev.problem:
+        return "anatomy", ev.problem
+    if ev.detection < rule.min_detection:
+        return "detection", f"detection confidence {ev.detection:.2f} below {rule.min_detection:.2f}"
+    if ev.flip_delta_pp is not None and ev.flip_delta_pp > rule.max_flip_delta_pp:
+        return "mirror", (
+            f"image and mirror-image segmentations disagree by {ev.flip_delta_pp:.1f} pp "
+            f"(limit {rule.max_flip_delta_pp:.0f} pp)"
+        )
+    if ev.refine_delta_pp is not None and ev.refine_delta_pp > rule.max_refine_delta_pp:
+        return "edges", (
+            f"mask and image-edge corners disagree by {ev.refine_delta_pp:.1f} pp "
+            f"(limit {rule.max_refine_delta_pp:.0f} pp)"
+        )
+    if confidence < rule.min_confidence:
+        return "confidence", f"confidence {confidence:.2f} below {rule.min_confidence:.2f}"
+    return None
+
+
+def apply_abstention(
+    levels: list[LevelMeasurement], evidence: dict[str, LevelEvidence], rule: AbstainRule
+) -> tuple[list[LevelMeasurement], dict[str, str]]:
+    """Attach confidences; turn levels that fail a check into ``NOT_MEASURED``.
+
+    Parameters
+    ----------
+    levels
+        Levels as measured (``MEASURED`` ones are checked; others pass through unchanged).
+    evidence
+        Level name (``"L4-L5"``) → its evidence; measured levels without evidence keep no
+        confidence and are not checked.
+    rule
+        Thresholds.
+
+    Returns
+    -------
+    (levels, fired)
+        The new levels, and level name → the check that made it not measured.
+    """
+    out: list[LevelMeasurement] = []
+    fired: dict[str, str] = {}
+    for lv in levels:
+        ev = evidence.get(lv.name)
+        if lv.status is not LevelStatus.MEASURED or ev is None:
+            out.append(lv)
+            continue
+        conf = level_confidence(ev, rule)
+        failed = _failed_check(ev, conf, rule)
+        if failed is None:
+            out.append(replace(lv, confidence=round(conf, 4)))
+            continue
+        check, reason = failed
+        fired[lv.name] = check
+        out.append(
+            LevelMeasurement(
+                upper=lv.upper,
+                lower=lv.lower,
+                status=LevelStatus.NOT_MEASURED,
+                direction=SlipDirection.NONE,
+                grade=MeyerdingGrade.NONE,
+                reason=reason,
+                confidence=round(conf, 4),
+            )
+        )
+    return out, fired
