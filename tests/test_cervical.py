@@ -31,7 +31,7 @@ from cdss.analysis.cervical.preprocess import (
 )
 from cdss.analysis.types import Laterality
 from cdss.train.cervical import binary_metrics, choose_operating_point
-from cdss.train.cervical_data import (
+from cdss.train.cervical.data import (
     CervicalDataError,
     CropCache,
     SampleAugment,
@@ -40,7 +40,7 @@ from cdss.train.cervical_data import (
     make_sample,
     spine_slope_deg,
 )
-from cdss.train.cervical_eval import ap50, box_iou
+from cdss.train.cervical.evaluate import ap50, box_iou
 
 # ---------------------------------------------------------------- histogram equalisation
 
@@ -426,7 +426,8 @@ def _empty(tmp: Path) -> Path:
 
 
 def test_lr_schedule_seed_steps_and_milestones() -> None:
-    from cdss.train.cervical import CervicalTrainConfig, _lr_at
+    from cdss.train.cervical import CervicalTrainConfig
+    from cdss.train.cervical.classifier import lr_at as _lr_at
 
     seed = CervicalTrainConfig(data=Path("."))  # seed 004: 0.001, × 0.1 every 7 of 25 epochs
     assert _lr_at(seed, 0.0) == pytest.approx(1e-3)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from cdss.analysis.cervical import MANIFEST, SHIPPED_WEIGHTS
-from cdss.train.cervical_eval import TARGETS, evaluate_cervical
+from cdss.train.cervical.evaluate import TARGETS, evaluate_cervical
 
 HELDOUT = Path(__file__).resolve().parent.parent / "fixtures" / "heldout" / "cervical"
 

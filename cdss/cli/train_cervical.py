@@ -1,6 +1,6 @@
 """``cdss train cervical`` and ``cdss evaluate cervical`` (attached to the groups of :mod:`cdss.cli.train`).
 
-The logic lives in :mod:`cdss.train.cervical` and :mod:`cdss.train.cervical_eval`.
+The logic lives in :mod:`cdss.train.cervical` and :mod:`cdss.train.cervical.evaluate`.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def evaluate_cervical_cmd(
     ),
 ) -> None:
     """Evaluate cervical weights: accuracy, F1, sensitivity, specificity, AUC per view and variant, ROI mAP50."""
-    from cdss.train.cervical_eval import evaluate_cervical, render_summary
+    from cdss.train.cervical.evaluate import evaluate_cervical, render_summary
 
     metrics = evaluate_cervical(
         data,

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pydicom
 
 from cdss.analysis.cervical.preprocess import CANONICAL, crop_roi, equalize, square_window, to_canonical
 from cdss.analysis.pixels import display_image, to_uint8
@@ -210,8 +211,6 @@ def load_display_u8(path: Path) -> np.ndarray:
         if img is None:
             raise CervicalDataError(f"cannot read image {path}")
         return img
-    import pydicom
-
     return to_uint8(display_image(pydicom.dcmread(path)))
 
 

@@ -18,10 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import pydicom
+import torch
 
-from cdss.train.cervical import binary_metrics
-from cdss.train.cervical_data import Sample, discover
+from cdss.analysis.cervical import CervicalAnalysisError, CervicalAnalyzer
+from cdss.analysis.imaging import resize_longest
+from cdss.analysis.pixels import display_image, to_uint8
+from cdss.train.cervical.data import Sample, discover, load_display_u8
+from cdss.train.cervical.metrics import binary_metrics
 
 __all__ = ["SEED_004", "TARGETS", "ap50", "box_iou", "evaluate_cervical", "render_summary"]
 
@@ -76,10 +82,6 @@ def _roi_all(
     detector: Any, image_u8: np.ndarray
 ) -> list[tuple[tuple[float, float, float, float], int, float]]:
     """Every detector box (conf ≥ 0.001) in source pixels: ``(box, class, confidence)``."""
-    import cv2
-
-    from cdss.analysis.cervical.roi import resize_longest
-
     small = resize_longest(image_u8, detector.input_side)
     with detector._lock:
         pred = detector.model.predict(
@@ -171,11 +173,6 @@ def evaluate_cervical(
         Torch CPU threads (0 = leave the default). On a CPU shared with other jobs 1 is much
         faster than 2 (OpenMP threads wait for each other at every layer).
     """
-    import pydicom
-
-    from cdss.analysis.cervical import CervicalAnalysisError, CervicalAnalyzer
-    from cdss.analysis.pixels import display_image, to_uint8
-
     dirs = [data] if isinstance(data, Path | str) else list(data)
     samples: list[Sample] = []
     for d in dirs:
@@ -183,8 +180,6 @@ def evaluate_cervical(
         samples.extend(found[:limit] if limit else found)
     analyzer = CervicalAnalyzer.load(weights, device, operating_point=operating_point)
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
     op = analyzer.operating_point
     rows: list[dict[str, Any]] = []
@@ -197,8 +192,6 @@ def evaluate_cervical(
             ds = pydicom.dcmread(s.image)
             img = to_uint8(display_image(ds))
         else:
-            from cdss.train.cervical_data import load_display_u8
-
             img = load_display_u8(s.image)
         row: dict[str, Any] = {
             "key": s.key,
