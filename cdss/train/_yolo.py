@@ -17,15 +17,17 @@ ultralytics()  # environment first (offline, private config dir)
 from ultralytics.data.dataset import YOLODataset  # noqa: E402
 from ultralytics.models.yolo.segment import SegmentationTrainer  # noqa: E402
 
-from cdss.train.augment import SeedAugment, VarietyAugment  # noqa: E402
+from cdss.train.augment import SeedAugment, StyleAugment, VarietyAugment  # noqa: E402
 
-__all__ = ["SEED_AUGMENT_P", "LumbarSegmentationTrainer", "LumbarYOLODataset"]
+__all__ = ["SEED_AUGMENT_P", "STYLE_AUGMENT_P", "LumbarSegmentationTrainer", "LumbarYOLODataset"]
 
 #: Probability that a training sample gets one of seed 000's photometric augmentations.
 SEED_AUGMENT_P = 0.4
 #: Probability of one randomised appearance change (:class:`VarietyAugment`), independently.
 #: Set by the trainer from ``cdss_variety_p`` (0 = off, the v1.0.0 recipe).
 VARIETY_AUGMENT_P = 0.0
+#: Probability of a chain of style operations (:class:`StyleAugment`), independently; from ``style_p``.
+STYLE_AUGMENT_P = 0.0
 
 
 class LumbarYOLODataset(YOLODataset):
@@ -37,6 +39,8 @@ class LumbarYOLODataset(YOLODataset):
             transforms.insert(len(transforms.transforms) - 1, SeedAugment(SEED_AUGMENT_P))
             if VARIETY_AUGMENT_P > 0:
                 transforms.insert(len(transforms.transforms) - 1, VarietyAugment(VARIETY_AUGMENT_P))
+            if STYLE_AUGMENT_P > 0:
+                transforms.insert(len(transforms.transforms) - 1, StyleAugment(STYLE_AUGMENT_P))
         return transforms
 
 

@@ -15,8 +15,15 @@ model card, ``docs/models/lumbar.md``):
 * optional extra samples: ``--level-crops N`` adds N zoomed crops around one level (two
   adjacent vertebrae) per training image — what the analysis' zoom refinement shows the model;
   ``--variety-p`` adds randomised appearance changes (:class:`cdss.train.augment.VarietyAugment`);
-* ``--init`` starts from existing weights of the same six classes (e.g. the shipped model:
-  fine-tuning) instead of random initialisation;
+* ``--style-p`` adds the strong style randomisation of the cross-family recipe
+  (:class:`cdss.train.augment.StyleAugment`: tone curves, windows, CLAHE, JPEG, resolution
+  loss, grid lines, seams, burned-in text, quantum noise);
+* labels in the **anatomical** class scheme by default (``vertebra`` for every body in the
+  field, T12 included; ``sacrum``): the analysis names the bodies from anatomy, so the model
+  is not asked to count (``--classes levels`` keeps seed 000's six classes L1 … S1);
+* ``--init`` starts from existing weights (e.g. the shipped model: fine-tuning; a different
+  class scheme transfers everything but the classification head) instead of random
+  initialisation;
 * AdamW (Ultralytics ``optimizer=auto`` on short schedules), cosine learning-rate decay,
   checkpoints every epoch (``last.pt``) so ``--resume`` continues an interrupted run.
 """
@@ -28,6 +35,13 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from cdss.analysis._ultralytics import build_yolo, load_yolo
+from cdss.analysis.lumbar.analyzer import INPUT_SIDE, resolve_device
+from cdss.analysis.lumbar.classes import ClassScheme
+from cdss.train.datasets import DatasetError, iter_buu, iter_synthetic, write_yolo_dataset
 
 __all__ = ["LumbarTrainConfig", "prepare_dataset", "train_lumbar"]
 
@@ -53,6 +67,8 @@ class LumbarTrainConfig:
     spine_crops: bool = False
     level_crops: int = 0
     variety_p: float = 0.0
+    style_p: float = 0.0
+    classes: str = ClassScheme.ANATOMICAL.value  # anatomical | levels
     init: Path | None = None
     inference_imgsz: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -67,15 +83,14 @@ def prepare_dataset(
     val_fraction: float = 0.1,
     spine_crops: bool = False,
     level_crops: int = 0,
+    scheme: ClassScheme = ClassScheme.ANATOMICAL,
 ) -> Path:
     """Turn ``data`` into a YOLO segmentation dataset; return its ``data.yaml``.
 
-    ``fmt``: ``synthetic`` (cdss synthetic DICOM + JSON), ``buu`` (BUU-LSPINE JPG + CSV) or
-    ``yolo`` (an existing dataset: ``data`` is its directory holding ``data.yaml``, or the YAML).
+    ``fmt``: ``synthetic`` (cdss synthetic DICOM + JSON of either family), ``buu`` (BUU-LSPINE
+    JPG + CSV) or ``yolo`` (an existing dataset: ``data`` is its directory holding
+    ``data.yaml``, or the YAML). ``scheme``: class scheme of the labels written.
     """
-    from cdss.analysis.lumbar.analyzer import INPUT_SIDE
-    from cdss.train.datasets import DatasetError, iter_buu, iter_synthetic, write_yolo_dataset
-
     data = Path(data)
     if fmt == "yolo":
         yaml = data if data.suffix in {".yaml", ".yml"} else data / "data.yaml"
@@ -101,6 +116,7 @@ def prepare_dataset(
         max_side=INPUT_SIDE,
         spine_crops=spine_crops,
         level_crops=level_crops,
+        scheme=scheme,
     )
     yaml.write_text(yaml.read_text().replace(str(tmp.resolve()), str(target.resolve())))
     tmp.rename(target)
@@ -154,9 +170,7 @@ def train_lumbar(cfg: LumbarTrainConfig) -> Path:
     ``weights/last.pt``, ``weights/best.pt``, ``results.csv``, ``args.yaml``) and
     ``train-config.json``.
     """
-    import cdss.train._yolo as yolo_ext
-    from cdss.analysis._ultralytics import build_yolo, load_yolo
-    from cdss.analysis.lumbar.analyzer import resolve_device
+    import cdss.train._yolo as yolo_ext  # imports Ultralytics (after its offline setup): only when training
     from cdss.train._yolo import LumbarSegmentationTrainer
 
     out = Path(cfg.out).resolve()
@@ -174,6 +188,7 @@ def train_lumbar(cfg: LumbarTrainConfig) -> Path:
             else {}
         )
         yolo_ext.VARIETY_AUGMENT_P = float(saved.get("variety_p", 0.0))
+        yolo_ext.STYLE_AUGMENT_P = float(saved.get("style_p", 0.0))
         model = load_yolo(last)
         model.train(resume=True, trainer=LumbarSegmentationTrainer, device=device, workers=cfg.workers)
         return _finish(out, saved.get("inference_imgsz"))
@@ -185,11 +200,13 @@ def train_lumbar(cfg: LumbarTrainConfig) -> Path:
         val_fraction=cfg.val_fraction,
         spine_crops=cfg.spine_crops,
         level_crops=cfg.level_crops,
+        scheme=ClassScheme(cfg.classes),
     )
     (out / "train-config.json").write_text(
         json.dumps({**asdict(cfg), "data_yaml": str(yaml)}, default=str, indent=2), encoding="utf-8"
     )
     yolo_ext.VARIETY_AUGMENT_P = cfg.variety_p
+    yolo_ext.STYLE_AUGMENT_P = cfg.style_p
     if cfg.init is not None:
         if not Path(cfg.init).exists():
             raise FileNotFoundError(f"--init: weights {cfg.init} do not exist")
@@ -208,8 +225,6 @@ def train_lumbar(cfg: LumbarTrainConfig) -> Path:
 
 def _finish(out: Path, inference_imgsz: int | None) -> Path:
     """Record cdss metadata (inference size) inside the final checkpoints; return ``best.pt``."""
-    import torch
-
     weights = out / "run" / "weights"
     for name in ("best.pt", "last.pt"):
         path = weights / name
