@@ -28,6 +28,11 @@ class DataFormat(StrEnum):
     YOLO = "yolo"
 
 
+class ClassSchemeOption(StrEnum):
+    ANATOMICAL = "anatomical"
+    LEVELS = "levels"
+
+
 class Architecture(StrEnum):
     YOLO11N = "yolo11n-seg"
     YOLO11S = "yolo11s-seg"
@@ -79,11 +84,25 @@ def train_lumbar_cmd(
         help="Probability of one randomised appearance change per sample (gamma, CLAHE, unsharp "
         "mask, blur, noise, contrast, intensity ramp), on top of seed 000's augmentations.",
     ),
+    style_p: float = typer.Option(
+        0.0,
+        "--style-p",
+        min=0.0,
+        max=1.0,
+        help="Probability of a chain of 1-3 style operations per sample (tone curves, windows, CLAHE, "
+        "JPEG, resolution loss, grid lines, seams, burned-in text, quantum noise): the cross-family recipe.",
+    ),
+    classes: ClassSchemeOption = typer.Option(
+        ClassSchemeOption.ANATOMICAL,
+        "--classes",
+        help="anatomical: 'vertebra' (every body, T12 too) and 'sacrum', named from anatomy by the "
+        "analysis (default); levels: seed 000's six classes L1...S1.",
+    ),
     init: Path | None = typer.Option(
         None,
         "--init",
-        help="Start from these six-class weights (.pt, e.g. the shipped model) instead of random "
-        "initialisation (fine-tuning).",
+        help="Start from these weights (.pt, e.g. the shipped model) instead of random initialisation "
+        "(fine-tuning; another class scheme transfers all but the classification head).",
     ),
     inference_imgsz: int | None = typer.Option(
         None, "--inference-imgsz", help="Image size the analysis uses with these weights (default: --imgsz)."
@@ -92,7 +111,7 @@ def train_lumbar_cmd(
         None, "--time-hours", help="Wall-clock budget: Ultralytics fits the epochs and LR schedule into it."
     ),
 ) -> None:
-    """Train the lumbar vertebra segmentation model (six classes L1…S1, YOLO segmentation)."""
+    """Train the lumbar vertebral-body segmentation model (YOLO segmentation; vertebra + sacrum)."""
     os.environ.setdefault("YOLO_VERBOSE", "True")  # Ultralytics' own epoch progress bars and metrics
     from cdss.train.lumbar import LumbarTrainConfig, train_lumbar
 
@@ -113,6 +132,8 @@ def train_lumbar_cmd(
         spine_crops=spine_crops,
         level_crops=level_crops,
         variety_p=variety_p,
+        style_p=style_p,
+        classes=classes.value,
         init=init,
         inference_imgsz=inference_imgsz,
         extra=extra,
@@ -132,12 +153,43 @@ def evaluate_lumbar_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threshold: float = typer.Option(5.0, "--threshold", help="Listhesis threshold, percent."),
     skip_map: bool = typer.Option(False, "--skip-map", help="Skip the Ultralytics box/mask mAP validation."),
+    trained_on: list[str] = typer.Option(
+        [],
+        "--trained-on",
+        help="Synthetic families the weights were trained on (A, B; repeat): the others are checked "
+        "against the cross-family targets. Default: the shipped manifest's families.",
+    ),
+    logo: list[str] = typer.Option(
+        [],
+        "--logo",
+        help="Leave-one-family-out report instead: FAMILY=WEIGHTS for each family's model "
+        "(e.g. --logo A=var/train/a/best.pt --logo B=var/train/b/best.pt), each tested on every family.",
+    ),
+    limit: int = typer.Option(0, "--limit", min=0, help="At most this many images (0 = all)."),
 ) -> None:
-    """Evaluate lumbar weights: box/mask mAP, slip MAE/P95, grade accuracy, per variant."""
-    from cdss.train.evaluate import evaluate_lumbar, render_summary
+    """Evaluate lumbar weights: mask mAP, slip error (all and listhesis levels), grades, abstention, per family."""
+    from cdss.train.evaluate import evaluate_logo, evaluate_lumbar, render_logo, render_summary
 
+    if logo:
+        models = {}
+        for item in logo:
+            fam, sep, path = item.partition("=")
+            if not sep or not fam or not path:
+                raise typer.BadParameter(f"--logo {item!r}: expected FAMILY=WEIGHTS, e.g. A=best.pt")
+            models[fam.strip().upper()] = Path(path)
+        report = evaluate_logo(data, models, out=out, device=device, threshold_percent=threshold, limit=limit)
+        render_logo(report, console)
+        console.print(f"report: {out / 'logo.json'}")
+        return
     metrics = evaluate_lumbar(
-        data, weights=weights, out=out, device=device, threshold_percent=threshold, with_map=not skip_map
+        data,
+        weights=weights,
+        out=out,
+        device=device,
+        threshold_percent=threshold,
+        with_map=not skip_map,
+        trained_on={f.upper() for f in trained_on} or None,
+        limit=limit,
     )
     render_summary(metrics, console)
     console.print(f"metrics: {out / 'metrics.json'}")
