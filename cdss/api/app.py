@@ -17,6 +17,8 @@ from starlette.routing import compile_path
 from cdss import __version__
 from cdss.api.node import NodeStatus
 from cdss.api.routes import actions, admin, audit, health, records
+from cdss.audit.message import AuditSource
+from cdss.audit.syslog import AuditForwarder
 from cdss.config import Settings
 from cdss.logs import get_logger
 
@@ -68,9 +70,6 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         forwarder = None
         if forward_audit and settings.audit.syslog_host:
-            from cdss.audit.message import AuditSource
-            from cdss.audit.syslog import AuditForwarder
-
             forwarder = AuditForwarder(
                 settings.audit,
                 db,

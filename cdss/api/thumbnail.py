@@ -15,8 +15,11 @@ import pydicom
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cdss.analysis.imaging import resize_longest
 from cdss.config import Settings
 from cdss.db.models import Instance, Job, Result
+from cdss.render import RenderError, render_files, source_display_u8
+from cdss.store import Spool
 
 __all__ = ["ThumbnailError", "render_thumbnail"]
 
@@ -25,21 +28,13 @@ class ThumbnailError(RuntimeError):
     """The source image cannot be read or decoded; the message says why (no patient data)."""
 
 
-def _read(spool: object, key: str) -> pydicom.Dataset:
-    data = spool.read(key)  # type: ignore[attr-defined]
+def _read(spool: Spool, key: str) -> pydicom.Dataset:
+    data = spool.read(key)
     return pydicom.dcmread(io.BytesIO(data), force=True)
 
 
 def _png(rgb: np.ndarray, size: int) -> bytes:
-    img = rgb
-    longest = max(img.shape[:2])
-    if longest > size:
-        f = size / longest
-        img = cv2.resize(
-            img,
-            (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
-            interpolation=cv2.INTER_AREA,
-        )
+    img = resize_longest(rgb, size)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ThumbnailError("PNG encoding failed")
@@ -48,9 +43,6 @@ def _png(rgb: np.ndarray, size: int) -> bytes:
 
 def render_thumbnail(session: Session, settings: Settings, job_id: int, size: int) -> tuple[bytes, bool]:
     """PNG bytes of the job's image (longest side ``size`` pixels) and whether findings are drawn."""
-    from cdss.render import RenderError, render_files, source_display_u8
-    from cdss.store import Spool
-
     row = session.execute(
         select(Instance.spool_key, Instance.id)
         .join(Job, Job.instance_id == Instance.id)

@@ -21,6 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cdss.analysis._ultralytics import UltralyticsSetupError, ultralytics
+from cdss.analysis.imaging import resize_longest
 from cdss.analysis.types import Laterality
 
 __all__ = [
@@ -30,21 +32,11 @@ __all__ = [
     "RoiDetector",
     "build_roi_model",
     "load_roi_model",
-    "resize_longest",
 ]
 
 #: Detector class names in class-id order.
 ROI_CLASSES: tuple[str, str] = ("cervical_left_oblique", "cervical_right_oblique")
 _CLASS_LATERALITY = {0: Laterality.LEFT, 1: Laterality.RIGHT}
-
-
-def resize_longest(image: np.ndarray, side: int) -> np.ndarray:
-    """Downscale ``image`` so its longest side is ``side`` (INTER_AREA; never upscales)."""
-    rows, cols = image.shape[:2]
-    k = side / max(rows, cols)
-    if k >= 1.0:
-        return image
-    return cv2.resize(image, (max(1, round(cols * k)), max(1, round(rows * k))), interpolation=cv2.INTER_AREA)
 
 
 #: Lowest detector confidence kept. The single best box is used, however weak, because a cervical
@@ -79,16 +71,12 @@ class RoiDetection:
 
 def build_roi_model(architecture_yaml: str = "yolo11n.yaml") -> Any:
     """A fresh YOLO detection model from a bundled Ultralytics YAML (no download)."""
-    from cdss.analysis._ultralytics import ultralytics
-
     ul = ultralytics()
     return ul.YOLO(architecture_yaml, task="detect")
 
 
 def load_roi_model(weights: Path) -> Any:
     """A YOLO detection model from an existing local ``.pt`` (never a hub name, never a download)."""
-    from cdss.analysis._ultralytics import UltralyticsSetupError, ultralytics
-
     path = Path(weights)
     if path.suffix != ".pt" or not path.is_file():
         raise UltralyticsSetupError(f"ROI detector weights {path} do not exist or are not a .pt file")
@@ -111,8 +99,6 @@ class RoiDetector:
     """
 
     def __init__(self, weights: Path, device: str, imgsz: int, input_side: int) -> None:
-        from cdss.analysis._ultralytics import UltralyticsSetupError
-
         path = Path(weights)
         self.model = load_roi_model(path)
         names = tuple(str(v) for _, v in sorted(dict(self.model.names).items()))

@@ -47,6 +47,7 @@ from cdss.api.schemas import (
     StudyPage,
     StudyStatus,
 )
+from cdss.api.thumbnail import ThumbnailError, render_thumbnail
 from cdss.audit import EventID
 from cdss.db.models import DeliveryState, JobState
 
@@ -329,8 +330,6 @@ def job_overlay(
     size: Annotated[int, Query(ge=32, le=1024, description="Longest side, pixels.")] = 256,
 ) -> Response:
     """Audited as 110103 DICOM Instances Accessed (the image's pixels are shown)."""
-    from cdss.api.thumbnail import ThumbnailError, render_thumbnail
-
     db = request.app.state.db
     settings = request.app.state.settings
     with db.session() as session:
