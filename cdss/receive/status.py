@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["StoreStatus", "is_failure", "outcome_label"]
+__all__ = ["StoreStatus", "outcome_label"]
 
 
 class StoreStatus(IntEnum):
@@ -43,10 +43,6 @@ class StoreStatus(IntEnum):
     #: An unexpected error inside the node (logged without patient data); pynetdicom's own code
     #: for a failing handler.
     PROCESSING_FAILURE = 0xC211
-
-
-def is_failure(status: int) -> bool:
-    return (status & 0xF000) in (0xA000, 0xC000) or status == 0x0110
 
 
 def outcome_label(status: int, *, duplicate: bool = False) -> str:
