@@ -15,6 +15,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from cdss.cli import train_view
+
 __all__ = ["evaluate_app", "register", "train_app"]
 
 console = Console(width=140)
@@ -203,5 +205,6 @@ def register(app: typer.Typer) -> None:
     from cdss.cli.train_cervical import register_commands
 
     register_commands(train_app, evaluate_app)
+    train_view.register_commands(train_app, evaluate_app)
     app.add_typer(train_app, name="train")
     app.add_typer(evaluate_app, name="evaluate")

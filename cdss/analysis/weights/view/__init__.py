@@ -1,0 +1,1 @@
+"""Shipped view classifier weights (see docs/models/view.md)."""
