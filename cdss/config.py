@@ -325,6 +325,28 @@ class RouteSettings(_Section):
     use_builtin_rules: bool = Field(
         True, description="Fall back to the built-in tag heuristics when no site rule matches."
     )
+    view_classifier: bool = Field(
+        True,
+        description="Use the view classifier (pixels) when the tags are absent, incomplete or "
+        "contradictory, and as a veto on analyses the tags chose (docs/operations.md).",
+    )
+    view_weights: Path | None = Field(
+        None, description="View classifier weights (.pt); empty = the shipped synthetic-data model."
+    )
+    classifier_min_probability: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="The classifier decides an image whose tags do not only when its top class has at "
+        "least this probability (chosen on validation data, docs/models/view.md).",
+    )
+    classifier_veto_probability: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Stop an analysis the tags (or a site rule) chose when the classifier gives at least "
+        "this probability to 'not this region' (other + the other spine region).",
+    )
 
 
 class ModelSettings(_Section):

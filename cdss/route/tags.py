@@ -30,10 +30,14 @@ __all__ = [
     "Evidence",
     "View",
     "body_region",
+    "body_region_evidence",
     "oblique_laterality",
+    "orientation_view",
     "projection",
+    "projection_evidence",
     "tag_text",
     "text_tokens",
+    "views_compatible",
 ]
 
 
@@ -58,10 +62,17 @@ class View(StrEnum):
 
 @dataclass(frozen=True)
 class Evidence:
-    """A normalised value and where it came from (for the route reason)."""
+    """A normalised value and where it came from (for the route reason).
+
+    ``source`` names the tag (and its value for coded/defined-term tags, e.g.
+    ``ViewPosition='LL'``; free-text tags are named without their text, e.g.
+    ``SeriesDescription keywords``, since descriptions may hold anything). ``tag`` is the bare
+    keyword (``ViewPosition``), used to compare sources.
+    """
 
     value: Any
     source: str
+    tag: str = ""
 
 
 # --------------------------------------------------------------------------- text
@@ -291,6 +302,37 @@ def _sequence(ds: Dataset, keyword: str) -> list[Dataset]:
         return []
 
 
+def body_region_evidence(ds: Dataset) -> list[Evidence]:
+    """Every body region the header states, one per source, in order of precedence.
+
+    Sources: ``BodyPartExamined`` (a recognised term, including a non-spine one, or a generic
+    spine word), the first ``AnatomicRegionSequence`` code that names a spine region, and the
+    first description tag of :data:`TEXT_TAGS` that names a region. Used to find headers that
+    contradict themselves; :func:`body_region` picks the deciding one.
+    """
+    out: list[Evidence] = []
+    bpe = tag_text(ds, "BodyPartExamined")
+    if bpe:
+        tokens = text_tokens(bpe)
+        region = _region_from_tokens(tokens)
+        if region is None and ("".join(tokens) in _OTHER_TERMS or _OTHER_TERMS.intersection(tokens)):
+            region = BodyRegion.OTHER
+        if region is not None:
+            out.append(Evidence(region, f"BodyPartExamined={bpe!r}", "BodyPartExamined"))
+    for item in _sequence(ds, "AnatomicRegionSequence"):
+        key = _code_key(item)
+        region = _REGION_CODES.get(key or "")
+        if region is not None:
+            out.append(Evidence(region, f"AnatomicRegionSequence={key}", "AnatomicRegionSequence"))
+            break
+    for keyword in TEXT_TAGS:
+        region = _region_from_tokens(text_tokens(tag_text(ds, keyword)))
+        if region is not None:
+            out.append(Evidence(region, f"{keyword} keywords", keyword))
+            break
+    return out
+
+
 def body_region(ds: Dataset) -> Evidence | None:
     """The body region of an image.
 
@@ -309,25 +351,25 @@ def body_region(ds: Dataset) -> Evidence | None:
         tokens = text_tokens(bpe)
         region = _region_from_tokens(tokens)
         if region is None and ("".join(tokens) in _OTHER_TERMS or _OTHER_TERMS.intersection(tokens)):
-            return Evidence(BodyRegion.OTHER, f"BodyPartExamined={bpe!r}")
+            return Evidence(BodyRegion.OTHER, f"BodyPartExamined={bpe!r}", "BodyPartExamined")
         if region is not None and region is not BodyRegion.SPINE:
-            return Evidence(region, f"BodyPartExamined={bpe!r}")
+            return Evidence(region, f"BodyPartExamined={bpe!r}", "BodyPartExamined")
         if region is BodyRegion.SPINE:
-            generic = Evidence(region, f"BodyPartExamined={bpe!r}")
+            generic = Evidence(region, f"BodyPartExamined={bpe!r}", "BodyPartExamined")
     for item in _sequence(ds, "AnatomicRegionSequence"):
         key = _code_key(item)
         region = _REGION_CODES.get(key or "")
         if region is not None and region is not BodyRegion.SPINE:
-            return Evidence(region, f"AnatomicRegionSequence={key}")
+            return Evidence(region, f"AnatomicRegionSequence={key}", "AnatomicRegionSequence")
         if region is BodyRegion.SPINE and generic is None:
-            generic = Evidence(region, f"AnatomicRegionSequence={key}")
+            generic = Evidence(region, f"AnatomicRegionSequence={key}", "AnatomicRegionSequence")
     for keyword in TEXT_TAGS:
         text = tag_text(ds, keyword)
         region = _region_from_tokens(text_tokens(text))
         if region is not None and region is not BodyRegion.SPINE:
-            return Evidence(region, f"{keyword} keywords")
+            return Evidence(region, f"{keyword} keywords", keyword)
         if region is BodyRegion.SPINE and generic is None:
-            generic = Evidence(region, f"{keyword} keywords")
+            generic = Evidence(region, f"{keyword} keywords", keyword)
     return generic
 
 
@@ -464,33 +506,128 @@ def _view_from_tokens(tokens: Sequence[str]) -> View | None:
     return None  # nothing, or "AP + LAT" (a two-view series description): ambiguous
 
 
-def projection(ds: Dataset) -> Evidence | None:
-    """The projection of an image.
+_PO_AXIS = {"A": "AP", "P": "AP", "R": "LR", "L": "LR", "H": "HF", "F": "HF"}
 
-    Order: ``ViewCodeSequence`` (CID 4010 SNOMED codes, current SCT or legacy SRT, then its
-    code meaning), ``ViewPosition``, then the description tags of :data:`TEXT_TAGS`. A
-    description naming two views ("AP + LAT") is ambiguous and ignored.
+
+def orientation_view(ds: Dataset) -> Evidence | None:
+    """The projection implied by ``PatientOrientation`` (0020,0020).
+
+    The two values are the patient directions of the image rows (left → right) and columns
+    (top → bottom), each one or more of ``A P R L H F``, the dominant direction first
+    (PS3.3 C.7.6.1.1.1). One of the two must run along the body (``H``/``F`` first); the other,
+    the *transverse* direction, gives the view:
+
+    ========================  ===========  ==========================================
+    transverse direction       view         examples (rows\\columns)
+    ========================  ===========  ==========================================
+    only ``A``/``P``           lateral      ``P\\F``, ``A\\F``, ``A\\H``, ``F\\P`` (turned 90°)
+    only ``R``/``L``           AP (frontal) ``R\\F``, ``L\\F`` (AP and PA alike: the
+                                            display flip decides ``L`` vs ``R``, not the beam)
+    both (``AL``, ``PR``, …)   oblique      ``AL\\F``, ``LP\\F`` (either order)
+    ========================  ===========  ==========================================
+
+    A trailing ``H``/``F`` in the transverse value (a tilted image, e.g. ``PF``) is ignored.
+    Anything else — empty, one value, unknown letters, no value along the body (an axial
+    image), both along the body — says nothing (``None``).
+
+    Returns
+    -------
+    Evidence | None
+        ``Evidence(View, "PatientOrientation='P\\F'", "PatientOrientation")`` or ``None``.
     """
+    raw = tag_text(ds, "PatientOrientation")
+    if not raw:
+        return None
+    values = [v.strip().upper() for v in raw.split("\\")]
+    if len(values) != 2 or not all(values) or any(c not in _PO_AXIS for v in values for c in v):
+        return None
+    along = [v[0] in "HF" for v in values]
+    if along[0] == along[1]:
+        return None
+    transverse = values[1] if along[0] else values[0]
+    axes = {_PO_AXIS[c] for c in transverse if _PO_AXIS[c] != "HF"}
+    if axes == {"AP"}:
+        view = View.LAT
+    elif axes == {"LR"}:
+        view = View.AP
+    elif axes == {"AP", "LR"}:
+        view = View.OBL
+    else:
+        return None
+    return Evidence(view, f"PatientOrientation='{raw}'", "PatientOrientation")
+
+
+def projection_evidence(ds: Dataset) -> list[Evidence]:
+    """Every projection the header states, one per source, in order of precedence.
+
+    Sources: ``ViewCodeSequence`` (CID 4010 SNOMED codes, current SCT or legacy SRT, then its
+    code meaning), ``ViewPosition``, ``PatientOrientation`` (:func:`orientation_view`), then the
+    first description tag of :data:`TEXT_TAGS` that names one view (a description naming two
+    views, "AP + LAT", is ambiguous and skipped).
+    """
+    out: list[Evidence] = []
     for item in _sequence(ds, "ViewCodeSequence"):
         key = _code_key(item)
         if key and key in _VIEW_CODES:
-            return Evidence(_VIEW_CODES[key][0], f"ViewCodeSequence={key}")
+            out.append(Evidence(_VIEW_CODES[key][0], f"ViewCodeSequence={key}", "ViewCodeSequence"))
+            break
         view = _view_from_tokens(text_tokens(tag_text(item, "CodeMeaning")))
         if view is not None:
-            return Evidence(view, "ViewCodeSequence meaning")
+            out.append(Evidence(view, "ViewCodeSequence meaning", "ViewCodeSequence"))
+            break
     vp = tag_text(ds, "ViewPosition")
     if vp:
         compact = "".join(text_tokens(vp))
-        if compact in _VIEW_POSITION:
-            return Evidence(_VIEW_POSITION[compact], f"ViewPosition={vp!r}")
-        view = _view_from_tokens(text_tokens(vp))
+        view = _VIEW_POSITION.get(compact) or _view_from_tokens(text_tokens(vp))
         if view is not None:
-            return Evidence(view, f"ViewPosition={vp!r}")
+            out.append(Evidence(view, f"ViewPosition={vp!r}", "ViewPosition"))
+    po = orientation_view(ds)
+    if po is not None:
+        out.append(po)
     for keyword in TEXT_TAGS:
         view = _view_from_tokens(text_tokens(tag_text(ds, keyword)))
         if view is not None:
-            return Evidence(view, f"{keyword} keywords")
-    return None
+            out.append(Evidence(view, f"{keyword} keywords", keyword))
+            break
+    return out
+
+
+def projection(ds: Dataset) -> Evidence | None:
+    """The projection of an image: the first of :func:`projection_evidence`.
+
+    Order: ``ViewCodeSequence`` (CID 4010 SNOMED codes, current SCT or legacy SRT, then its
+    code meaning), ``ViewPosition``, ``PatientOrientation``, then the description tags of
+    :data:`TEXT_TAGS`. A description naming two views ("AP + LAT") is ambiguous and ignored.
+    An oblique named by a description refines a lateral or frontal ``PatientOrientation``
+    (modalities often write only the dominant direction of an oblique).
+    """
+    found = projection_evidence(ds)
+    if not found:
+        return None
+    first = found[0]
+    if first.tag == "PatientOrientation" and first.value is not View.OBL:
+        # modalities often write only the dominant direction of an oblique: a later "oblique"
+        # (in a description) refines a lateral or frontal PatientOrientation
+        oblique = [e for e in found[1:] if e.value is View.OBL]
+        if oblique:
+            return oblique[0]
+    return first
+
+
+def views_compatible(a: Evidence, b: Evidence) -> bool:
+    """Whether two stated projections can describe the same image.
+
+    Equal views agree; AP and PA agree (the same analysis); an oblique agrees with a lateral or
+    frontal ``PatientOrientation`` (modalities often write only the dominant direction of an
+    oblique). Anything else (lateral vs AP, oblique named by one tag and lateral by another
+    naming tag) is a contradiction.
+    """
+    va, vb = a.value, b.value
+    if va == vb or {va, vb} <= {View.AP, View.PA}:
+        return True
+    if View.OBL in (va, vb):
+        return "PatientOrientation" in (a.tag, b.tag)
+    return False
 
 
 # --------------------------------------------------------------------------- laterality
