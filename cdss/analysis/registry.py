@@ -10,6 +10,9 @@ at the same time (one lock per model). Lateral and AP lumbar use the lumbar segm
 (``models.lumbar_weights`` and ``models.lumbar_ap_weights``; when both resolve to the same file
 one model is shared). Cervical oblique views are delegated to
 :class:`cdss.analysis.cervical.CervicalAnalyzer`, imported only when first needed.
+
+The view classifier used by routing (:class:`cdss.analysis.view.classifier.ViewClassifier`)
+loads the same way, once per process and weights file: ``reg.view_classifier(weights)``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from cdss.analysis.types import CervicalResult, Laterality, LumbarResult, LumbarView, ModelInfo
+from cdss.analysis.view.classifier import ViewClassifier
 from cdss.config import Analysis, ModelSettings
 
 __all__ = ["ModelRegistry", "NotAnalysableError"]
@@ -91,6 +95,28 @@ class ModelRegistry:
             model = self._models.get(key)
             if model is None:
                 model = self._load(analysis)
+                self._models[key] = model
+        return model
+
+    def view_classifier(self, weights: Path | None = None) -> ViewClassifier:
+        """The loaded view classifier for routing (loads it on first call; CUDA when present).
+
+        Parameters
+        ----------
+        weights
+            ``route.view_weights``; ``None`` = the shipped model.
+        """
+        key = f"view:{weights or 'shipped'}"
+        model = self._models.get(key)
+        if model is not None:
+            return model
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            model = self._models.get(key)
+            if model is None:
+                model = ViewClassifier.load(weights, self.settings.device)
+                model.warm_up()
                 self._models[key] = model
         return model
 

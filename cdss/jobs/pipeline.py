@@ -40,7 +40,8 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -51,6 +52,7 @@ from cdss.analysis.cervical.analyzer import CervicalAnalysisError
 from cdss.analysis.pixels import PixelDataError
 from cdss.analysis.registry import NotAnalysableError
 from cdss.analysis.types import CervicalResult, Laterality, LumbarResult
+from cdss.analysis.view.weights import ViewWeightsError
 from cdss.audit import Action, Outcome
 from cdss.config import Analysis, Settings
 from cdss.db import Database, Instance, Job, JobState, Series, utcnow
@@ -60,7 +62,7 @@ from cdss.jobs.states import ClaimedJob, LeaseLost, audit_job, defer_job, finish
 from cdss.jobs.summary import JobSummary, ResultRef
 from cdss.logs import get_logger
 from cdss.metrics import ANALYSIS_SECONDS, JOBS_FINISHED
-from cdss.route import route
+from cdss.route import ViewClassifying, route
 
 __all__ = [
     "Analyser",
@@ -314,15 +316,18 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
     src = _load_source(ctx.db, job.instance_id)
     ds = dcmread(ctx.spool.path(src.spool_key))
 
-    decision = route(ds, settings.route, src.calling_ae_title)
+    decision = route(ds, settings.route, src.calling_ae_title, _view_classifier(ctx))
     analysis = Analysis(decision.analysis)
+    evidence = decision.evidence_or_default()
     with ctx.db.session() as session:
         j = guard_lease(session, job.id, job.owner)
         j.analysis = analysis.value
         j.route_reason = decision.reason
 
     if analysis is Analysis.NOT_APPLICABLE:
-        _finish_not_applicable(ctx, job, JobSummary.not_applicable(analysis.value, decision.reason))
+        _finish_not_applicable(
+            ctx, job, JobSummary.not_applicable(analysis.value, decision.reason, route=evidence)
+        )
         return
 
     choice = choose_reference(ctx, src, ds)
@@ -343,6 +348,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
                 choice.reason,
                 superseded_by_job_id=choice.twin_job_id,
                 superseded_by_sop_instance_uid=choice.twin_sop_instance_uid,
+                route=evidence,
             ),
         )
         return
@@ -384,6 +390,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         [ResultRef(o.kind, o.sop_instance_uid, o.series_instance_uid) for o in stored],
         [choice.reason] if choice.reason else [],
         decision.reason,
+        route=evidence,
     )
     try:
         with ctx.db.session() as session:
@@ -407,6 +414,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
                     "model": f"{result.model.name} {result.model.version}",
                     "weights_sha256": result.model.weights_sha256,
                     "has_findings": summary.has_findings,
+                    "route": evidence.to_dict(),
                 },
             )
     except LeaseLost:
@@ -429,6 +437,25 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
             log.warning("could not wake the dispatcher", error=str(exc))
 
 
+@runtime_checkable
+class ViewClassifierSource(Protocol):
+    """A registry that can lend routing its view classifier (:class:`~cdss.analysis.registry.ModelRegistry`)."""
+
+    def view_classifier(self, weights: Path | None = None) -> ViewClassifying: ...
+
+
+def _view_classifier(ctx: PipelineContext) -> ViewClassifying | None:
+    """The registry's view classifier when routing may use it; ``None`` routes by tags alone."""
+    route_settings = ctx.settings.route
+    if not route_settings.view_classifier or not isinstance(ctx.registry, ViewClassifierSource):
+        return None
+    try:
+        return ctx.registry.view_classifier(route_settings.view_weights)
+    except ViewWeightsError as exc:  # a configuration error: route by tags, say so loudly
+        log.error("view classifier unavailable, routing by tags alone", error=str(exc))
+        return None
+
+
 def _finish_not_applicable(ctx: PipelineContext, job: ClaimedJob, summary: JobSummary) -> None:
     reason = summary.reason or ""
     with ctx.db.session() as session:
@@ -441,7 +468,11 @@ def _finish_not_applicable(ctx: PipelineContext, job: ClaimedJob, summary: JobSu
             action=Action.EXECUTE,
             outcome=Outcome.SUCCESS,
             description=f"Analysis not applicable: {reason}",
-            detail={"analysis": "not_applicable", "reason": reason},
+            detail={
+                "analysis": "not_applicable",
+                "reason": reason,
+                **({"route": summary.route.to_dict()} if summary.route is not None else {}),
+            },
         )
     JOBS_FINISHED.labels(analysis=summary.analysis or "not_applicable", outcome="not_applicable").inc()
     log.info("job not applicable", job_id=job.id)

@@ -21,7 +21,12 @@ Layout (keys in this order; optional keys are left out when they have no value):
                             "reason": "...", "confidence": 0.93}]},      # reason/confidence optional
      "cervical": {"laterality": "L", "probability": 0.87, "label": "abnormal",
                   "operating_point": 0.5, "roi": [c0, r0, c1, r1]},
-     "route_reason": "..."}
+     "route_reason": "...",
+     "route": {"rule": "tags" | "classifier" | "classifier_veto" | ..., "tag_status": "complete" | ...,
+               "tags": [{"tag": "ViewPosition", "source": "ViewPosition='LL'", "says": "LAT"}, ...],
+               "tag_analysis": "...", "classifier": {"status": "used", "label": "lumbar_lateral",
+               "probability": 0.99, "probabilities": {...}, "model": "...", "weights_sha256": "..."},
+               "thresholds": {"decide": 0.7, "veto": 0.8}}}   # cdss.route.rules.RouteEvidence
 
 Extending it
 ------------
@@ -38,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdss.analysis.types import CervicalResult, LumbarResult
+from cdss.route.rules import RouteEvidence
 
 __all__ = [
     "CervicalSummary",
@@ -244,6 +250,7 @@ _KNOWN = (
     "lumbar",
     "cervical",
     "route_reason",
+    "route",
 )
 
 
@@ -263,6 +270,8 @@ class JobSummary:
     lumbar: LumbarSummary | None = None
     cervical: CervicalSummary | None = None
     route_reason: str | None = None
+    #: How routing decided (tags, classifier, veto) and on what evidence.
+    route: RouteEvidence | None = None
     #: Keys this version does not know, kept as read.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -276,6 +285,7 @@ class JobSummary:
         results: Sequence[ResultRef],
         notes: Sequence[str],
         route_reason: str,
+        route: RouteEvidence | None = None,
     ) -> JobSummary:
         """The summary of a succeeded job: findings of ``result`` and the objects created."""
         model = result.model
@@ -318,6 +328,7 @@ class JobSummary:
             lumbar=lumbar,
             cervical=cervical,
             route_reason=route_reason,
+            route=route,
         )
 
     @classmethod
@@ -328,6 +339,7 @@ class JobSummary:
         *,
         superseded_by_job_id: int | None = None,
         superseded_by_sop_instance_uid: str | None = None,
+        route: RouteEvidence | None = None,
     ) -> JobSummary:
         """The summary of a job whose image no analysis applies to, or that a twin superseded."""
         return cls(
@@ -335,6 +347,7 @@ class JobSummary:
             reason=reason,
             superseded_by_job_id=superseded_by_job_id,
             superseded_by_sop_instance_uid=superseded_by_sop_instance_uid,
+            route=route,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -359,6 +372,7 @@ class JobSummary:
                     ("lumbar", None if self.lumbar is None else self.lumbar.to_json()),
                     ("cervical", None if self.cervical is None else self.cervical.to_json()),
                     ("route_reason", self.route_reason),
+                    ("route", None if self.route is None else self.route.to_dict()),
                 ]
             )
         )
@@ -399,6 +413,7 @@ class JobSummary:
             lumbar=None if lumbar is None else LumbarSummary.from_json(lumbar),
             cervical=None if cervical is None else CervicalSummary.from_json(cervical),
             route_reason=_str(data.get("route_reason")),
+            route=None if _dict(data.get("route")) is None else RouteEvidence.from_dict(data["route"]),
             extra={k: v for k, v in data.items() if k not in _KNOWN},
         )
 
