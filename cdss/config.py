@@ -390,6 +390,13 @@ class ResultSettings(_Section):
     secondary_capture: bool = Field(
         False, description="Also produce a Secondary Capture for destinations with send_sc = true."
     )
+    device_uid_in_contributing_equipment: bool = Field(
+        False,
+        description="Write the model's Device UID (0018,1002) into the Contributing Equipment item of "
+        "every result, as IHE AI Results asks. Off by default: DICOM added Device UID to that sequence "
+        "after the validators in use (dicom3tools 2022 warns on every object); the Device UID is always "
+        "in the SR's device observer and in the SEG/SC Image Comments.",
+    )
 
 
 class SyslogProtocol(StrEnum):

@@ -3,8 +3,8 @@
 Each case covers one input kind of the results issue: MONOCHROME1, CR without Imager Pixel
 Spacing / Patient Orientation, DX with and without a Frame of Reference, compressed sources
 (JPEG 2000, JPEG-LS, RLE), sizes whose bit-packed SEG frames straddle bytes, no findings,
-missing vertebrae, AP lumbar, cervical normal/abnormal, a FOR PROCESSING source, a result
-without any vertebra, and (when the generator is importable) a ``cdss.synth`` radiograph.
+missing vertebrae, a level not measured (the analysis abstained), grades II and IV, AP lumbar,
+cervical normal/abnormal, a FOR PROCESSING source, a result without any vertebra, and (when the generator is importable) a ``cdss.synth`` radiograph.
 """
 
 from __future__ import annotations
@@ -54,10 +54,12 @@ def _lumbar(
     view: str = "lateral",
     spacing: float | None = 0.15,
     omit: tuple[Vertebra, ...] = (),
+    not_measured: dict[str, str] | None = None,
     **source_kw: object,
 ) -> tuple[Dataset, LumbarResult]:
     gt = synthetic_lumbar_gt(rows, cols, slips=slips, anterior=anterior, view=view, pixel_spacing_mm=spacing)
-    return make_source(gt, **source_kw), lumbar_result_from_gt(gt, omit=omit)  # type: ignore[arg-type]
+    result = lumbar_result_from_gt(gt, omit=omit, not_measured=not_measured)
+    return make_source(gt, **source_kw), result  # type: ignore[arg-type]
 
 
 def _cervical(
@@ -127,6 +129,13 @@ BUILDERS: dict[str, Callable[[], tuple[Dataset, LumbarResult | CervicalResult]]]
         480, 400, omit=(Vertebra.L1, Vertebra.L2), transfer_syntax=JPEGLSLossless
     ),
     "dx_rle_retro_grade2": lambda: _lumbar(480, 384, slips={"L5-S1": -30.0}, transfer_syntax=RLELossless),
+    # A grade II and a grade IV level, and a level the analysis abstained on (NOT_MEASURED).
+    "dx_grades_2_4_not_measured": lambda: _lumbar(
+        620,
+        500,
+        slips={"L3-L4": 38.0, "L4-L5": 80.0},
+        not_measured={"L5-S1": "corner fit failed the plausibility check"},
+    ),
     # Non-ASCII patient name in the source (character set copied through).
     "dx_latin1_grade3": _umlaut,
     # VOI LUT Sequence only / windows and a VOI LUT together.

@@ -105,6 +105,7 @@ def lumbar_result_from_gt(
     threshold_percent: float = 5.0,
     omit: Iterable[Vertebra | str] = (),
     confidence: float = 0.99,
+    not_measured: Mapping[str, str] | None = None,
 ) -> LumbarResult:
     """The :class:`LumbarResult` a perfect model would return for this ground truth.
 
@@ -120,7 +121,12 @@ def lumbar_result_from_gt(
         Vertebrae to leave out, as if the model had not found them (their levels become
         ``MISSING`` with the reason).
     confidence
-        Detection confidence given to every vertebra.
+        Detection confidence given to every vertebra; a measured level's confidence is the lower
+        of its two vertebrae's.
+    not_measured
+        Level name -> reason for levels to report as ``NOT_MEASURED`` (both vertebrae found, the
+        level failed a check), as the analysis does when it abstains: no slip, no grade, a low
+        confidence (half the vertebrae's).
     """
     if not isinstance(gt, Mapping):
         gt = load_gt(gt)
@@ -160,6 +166,19 @@ def lumbar_result_from_gt(
                     )
                 )
                 continue
+            level_confidence = min(found[upper].confidence, found[lower].confidence)
+            name = f"{upper.value}-{lower.value}"
+            if name in (not_measured or {}):
+                levels.append(
+                    LevelMeasurement(
+                        upper=upper,
+                        lower=lower,
+                        status=LevelStatus.NOT_MEASURED,
+                        reason=str((not_measured or {})[name]),
+                        confidence=level_confidence / 2.0,
+                    )
+                )
+                continue
             percent, displacement, width = slip(found[upper].corners, found[lower].corners)
             grade, direction = meyerding_grade(percent, threshold_percent)
             levels.append(
@@ -172,6 +191,7 @@ def lumbar_result_from_gt(
                     grade=grade,
                     displacement_px=displacement,
                     endplate_width_px=width,
+                    confidence=level_confidence,
                 )
             )
     return LumbarResult(

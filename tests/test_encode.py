@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import Comprehensive3DSRStorage
 
 from cdss.analysis.pixels import display_image
 from cdss.analysis.types import (
@@ -32,7 +33,13 @@ from cdss.analysis.types import (
 from cdss.config import ResultSettings
 from cdss.encode import EncodeError, ResultKind, encode_results
 from cdss.encode import codes as C
-from cdss.encode.overlay import format_percent, overlay_from_gsps, rounded_probability
+from cdss.encode.overlay import (
+    format_percent,
+    level_text,
+    overlay_from_gsps,
+    rounded_probability,
+    summary_lines,
+)
 from tests.encode_corpus import BUILDERS, Case, build_case, shared_corpus
 from tests.result_factory import lumbar_result_from_gt, make_source, rasterise, synthetic_lumbar_gt
 
@@ -55,6 +62,16 @@ def _sr_report(case: Case) -> hd.sr.MeasurementReport:
     sr = hd.sr.srread(case.paths["SR"])
     assert isinstance(sr, hd.sr.Comprehensive3DSR)
     return sr.content
+
+
+def _comments(group: object) -> list[str]:
+    """The free-text comments (DCM 121106) of a measurement group, in order."""
+    items = group[0].ContentSequence  # type: ignore[index]
+    return [
+        str(i.TextValue)
+        for i in items
+        if i.ValueType == "TEXT" and _code(i.ConceptNameCodeSequence[0]) == ("121106", "DCM")
+    ]
 
 
 def _evaluations(group: object) -> dict[str, list[tuple[str, str]]]:
@@ -90,16 +107,22 @@ def test_objects_are_new_series_in_the_source_study(corpus: dict[str, Case], nam
         assert "RESEARCH USE ONLY" in ds.SeriesDescription and len(ds.SeriesDescription) <= 64
         assert case.result.model.name in ds.SeriesDescription
         assert case.result.model.version in ds.SeriesDescription
-        model_items = [e for e in ds.ContributingEquipmentSequence if "DeviceUID" in e]
+        model_items = [
+            e
+            for e in ds.ContributingEquipmentSequence
+            if e.get("ManufacturerModelName") == case.result.model.name
+        ]
         assert len(model_items) == 1
         eq = model_items[0]
-        assert eq.DeviceUID == case.result.model.device_uid
+        # Device UID in Contributing Equipment is opt-in (results.device_uid_in_contributing_equipment).
+        assert "DeviceUID" not in eq
         assert eq.ManufacturerModelName == case.result.model.name
         assert eq.SoftwareVersions == case.result.model.version
         assert _code(eq.PurposeOfReferenceCodeSequence[0]) == ("109102", "DCM")
         assert case.result.model.weights_sha256 in eq.ContributionDescription
         schemes = [s.CodingSchemeDesignator for s in ds.get("CodingSchemeIdentificationSequence", [])]
-        assert C.SCHEME_DESIGNATOR in schemes
+        # The private scheme is declared exactly where its codes are used: in the SR only.
+        assert (C.SCHEME_DESIGNATOR in schemes) == (kind is ResultKind.SR)
         if kind is not ResultKind.SR:  # General Series attribute; SR documents have no General Series
             assert ds.BodyPartExamined
     assert len(series) == len(case.objects), "each object is its own series"
@@ -194,7 +217,7 @@ def test_no_seg_without_vertebrae_or_for_cervical(corpus: dict[str, Case]) -> No
 def test_sr_document_labelling_and_device_observer(corpus: dict[str, Case], name: str) -> None:
     case = corpus[name]
     ds = case.ds(ResultKind.SR)
-    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert ds.SOPClassUID == Comprehensive3DSRStorage
     assert ds.VerificationFlag == "UNVERIFIED"
     assert ds.CompletionFlag == "COMPLETE"
     assert _code(ds.ConceptNameCodeSequence[0]) == ("126000", "DCM")  # Imaging Measurement Report
@@ -216,10 +239,12 @@ def test_sr_levels_match_the_result(corpus: dict[str, Case], name: str) -> None:
     found = {s.label: s for s in result.vertebrae}
     for level in result.levels:
         group = groups[f"{level.name} spondylolisthesis"]
-        assert group.finding_type == C.PRIVATE.SPONDYLOLISTHESIS
+        assert group.finding_type == C.SPONDYLOLISTHESIS
+        assert (group.finding_type.value, group.finding_type.scheme_designator) == ("274152003", "SCT")
         assert group.finding_sites[0].value == C.DISC_LEVEL[(level.upper, level.lower)]
         evaluations = _evaluations(group)
         assert ("Artificial Intelligence" in str(group)) or evaluations.get("Algorithm Family")
+        comments = _comments(group)
         if level.status is LevelStatus.MISSING:
             assert not group.get_measurements()
             assert evaluations["Measurement status"] == [("NOT-MEASURED-MISSING", "99CDSS")]
@@ -227,7 +252,23 @@ def test_sr_levels_match_the_result(corpus: dict[str, Case], name: str) -> None:
             assert {c for c, _ in evaluations["Vertebra not detected"]} == {
                 C.VERTEBRA[v].value for v in missing
             }
+            assert comments == []  # MISSING levels are encoded as before
             continue
+        if level.status is LevelStatus.NOT_MEASURED:
+            # Both vertebrae found, the level failed a check: never a slip or a grade.
+            assert evaluations["Measurement status"] == [("NOT-MEASURED-CHECK", "99CDSS")]
+            assert "Meyerding grade" not in evaluations and "Slip direction" not in evaluations
+            assert not group.get_measurements(name=C.PRIVATE.SLIP_PCT)
+            assert comments == [f"{level.name} not measured: {level.reason}"]
+            (certainty,) = group.get_measurements(name=C.CERTAINTY_OF_FINDING)
+            assert certainty.value == pytest.approx(round(level.confidence or 0.0, 3))
+            (coords,) = certainty.referenced_coordinates
+            assert coords.value.shape == (3, 2)
+            continue
+        assert comments == [level_text(level)]
+        (certainty,) = group.get_measurements(name=C.CERTAINTY_OF_FINDING)
+        assert certainty.unit == C.NO_UNITS
+        assert certainty.value == pytest.approx(round(level.confidence or 0.0, 3))
         (slip,) = group.get_measurements(name=C.PRIVATE.SLIP_PCT)
         assert slip.unit == C.PERCENT
         assert slip.value == pytest.approx(float(format_percent(level.slip_percent or 0.0)))
@@ -251,20 +292,78 @@ def test_sr_summary_states_findings_and_absence(corpus: dict[str, Case], name: s
     assert isinstance(result, LumbarResult)
     groups = {str(g.tracking_identifier): g for g in _sr_report(case).get_image_measurement_groups()}
     summary = groups["spondylolisthesis summary"]
-    (threshold,) = summary.get_measurements(name=C.PRIVATE.LISTHESIS_THRESHOLD)
+    (threshold,) = summary.get_measurements(name=C.THRESHOLD_VALUE)
     assert threshold.value == pytest.approx(result.listhesis_threshold_percent)
+    assert threshold.unit == C.PERCENT
     (assessment,) = _evaluations(summary)["Spondylolisthesis assessment"]
     measured = [lv for lv in result.levels if lv.status is LevelStatus.MEASURED]
-    if result.view is LumbarView.AP:
-        assert assessment[0] == "NOT-ASSESSED-VIEW"
+    present, absent, undetermined = ("52101004", "SCT"), ("272519000", "SCT"), ("373068000", "SCT")
+    if result.view is LumbarView.AP or not measured:
+        assert assessment == undetermined
     elif result.has_findings:
-        assert assessment[0] == "LISTHESIS-PRESENT"
-    elif measured:
-        assert assessment[0] == "LISTHESIS-ABSENT"
+        assert assessment == present
     else:
-        assert assessment[0] == "NOT-MEASURED-MISSING"
+        assert assessment == absent
+    # The summary in words, as the GSPS/SC show it (top left).
+    assert _comments(summary) == summary_lines(result)
     missing = {c for c, _ in _evaluations(summary).get("Vertebra not detected", [])}
     assert missing == {C.VERTEBRA[v].value for v in result.missing}
+
+
+@pytest.mark.parametrize("name", WITH_SEG)
+def test_vertebra_groups_are_named_by_their_vertebra_and_confidence_is_separate(
+    corpus: dict[str, Case], name: str
+) -> None:
+    """Each vertebra region names its vertebra (finding and finding site) and carries no number,
+    so a viewer labels it "L4 vertebra"; the detection confidences are one separate group."""
+    case = corpus[name]
+    result = case.result
+    assert isinstance(result, LumbarResult)
+    report = _sr_report(case)
+    rois = report.get_planar_roi_measurement_groups()
+    by_label = {s.label.value: s for s in result.vertebrae}
+    assert sorted(str(g.tracking_identifier) for g in rois) == sorted(f"{v} vertebra" for v in by_label)
+    for group in rois:
+        vertebra = by_label[str(group.tracking_identifier).split()[0]]
+        assert group.finding_type == C.VERTEBRA[vertebra.label]
+        assert [site.value for site in group.finding_sites] == [C.VERTEBRA[vertebra.label]]
+        assert not group.get_measurements()
+    groups = {str(g.tracking_identifier): g for g in report.get_image_measurement_groups()}
+    detection = groups["vertebra detection"]
+    certainties = detection.get_measurements(name=C.CERTAINTY_OF_FINDING)
+    sites = {m.finding_sites[0].value.value: m.value for m in certainties}
+    assert sites == {
+        C.VERTEBRA[v.label].value: pytest.approx(round(v.confidence, 3)) for v in result.vertebrae
+    }
+    assert all(m.unit == C.NO_UNITS for m in certainties)
+
+
+def test_not_measured_level_is_said_everywhere_and_never_graded(corpus: dict[str, Case]) -> None:
+    case = corpus["dx_grades_2_4_not_measured"]
+    result = case.result
+    assert isinstance(result, LumbarResult)
+    (level,) = [lv for lv in result.levels if lv.status is LevelStatus.NOT_MEASURED]
+    text = f"{level.name} not measured: {level.reason}"
+    assert level_text(level) == text
+    ov = overlay_from_gsps(case.ds(ResultKind.GSPS), result.image_shape)
+    labels = [t for t in ov.labels if t.tracking_id == f"{level.name} spondylolisthesis"]
+    assert [t.text for t in labels] == [text]  # beside the level
+    assert labels[0].anchor is not None
+    assert text in [t.text for t in ov.labels if t.layer == "AI_INFO"]  # and in the summary
+    assert not any("Meyerding" in t.text for t in labels)
+    # Only the three corners are drawn for it (no measurement construction).
+    drawn = [g for g in ov.graphics if g.tracking_id == f"{level.name} spondylolisthesis"]
+    assert [g.kind for g in drawn] == ["point"] * 3
+    graded = [lv for lv in result.levels if lv.grade in (MeyerdingGrade.II, MeyerdingGrade.IV)]
+    assert {lv.grade for lv in graded} == {MeyerdingGrade.II, MeyerdingGrade.IV}
+
+
+def test_device_uid_in_contributing_equipment_is_opt_in(tmp_path: Path) -> None:
+    settings = ResultSettings(device_uid_in_contributing_equipment=True)
+    case = build_case("dx_lateral_slips", tmp_path, settings)
+    for kind in case.objects:
+        items = [e for e in case.ds(kind).ContributingEquipmentSequence if "DeviceUID" in e]
+        assert [e.DeviceUID for e in items] == [case.result.model.device_uid], kind
 
 
 def test_no_findings_is_stated_in_sr_and_gsps(corpus: dict[str, Case]) -> None:
@@ -272,7 +371,7 @@ def test_no_findings_is_stated_in_sr_and_gsps(corpus: dict[str, Case]) -> None:
     assert not case.result.has_findings
     groups = {str(g.tracking_identifier): g for g in _sr_report(case).get_image_measurement_groups()}
     assert _evaluations(groups["spondylolisthesis summary"])["Spondylolisthesis assessment"] == [
-        ("LISTHESIS-ABSENT", "99CDSS")
+        ("272519000", "SCT")  # Absent
     ]
     texts = [t.text for t in overlay_from_gsps(case.ds(ResultKind.GSPS), case.result.image_shape).labels]
     assert "No spondylolisthesis >= 5 % at the measured levels" in texts
@@ -365,10 +464,12 @@ def test_level_values_in_sr_equal_those_drawn_in_gsps(corpus: dict[str, Case], n
         np.testing.assert_allclose(np.array(points), slip.referenced_coordinates[0].value, atol=1e-3)
         (label,) = [t for t in ov.labels if t.tracking_uid == uid]
         assert label.tracking_id == f"{level.name} spondylolisthesis"
-        shown = float(re.search(r": (\d+\.\d) %", label.text).group(1))  # type: ignore[union-attr]
+        shown = float(re.search(r" (\d+\.\d) % ", label.text).group(1))  # type: ignore[union-attr]
         assert shown == pytest.approx(slip.value)
+        assert label.text == level_text(level) == _comments(group)[0]
         if level.grade is not MeyerdingGrade.NONE:
-            assert f"(Meyerding {level.grade.value})" in label.text
+            assert label.text.endswith(f"- Meyerding {level.grade.value}")
+            assert level.direction.value in label.text  # anterolisthesis / retrolisthesis
             assert all(g.layer == "AI_FINDING" for g in ov.graphics if g.tracking_uid == uid)
 
 
@@ -451,7 +552,7 @@ def test_cr_without_spacing_or_orientation(corpus: dict[str, Case]) -> None:
 def test_ap_lumbar_is_segmentation_only(corpus: dict[str, Case]) -> None:
     case = corpus["dx_lumbar_ap"]
     groups = [str(g.tracking_identifier) for g in _sr_report(case).get_image_measurement_groups()]
-    assert groups == ["spondylolisthesis summary"]
+    assert groups == ["vertebra detection", "spondylolisthesis summary"]
     ov = overlay_from_gsps(case.ds(ResultKind.GSPS), case.result.image_shape)
     assert "AP view: vertebrae only, spondylolisthesis not assessed" in [t.text for t in ov.labels]
     assert {g.layer for g in ov.graphics} == {"AI_VERTEBRAE"}
@@ -520,6 +621,9 @@ def test_private_codes_are_declared_and_stable() -> None:
     with pytest.raises(KeyError):
         C.private("NOT-A-CODE")
     assert len(set(C.PRIVATE_CODES.values())) == len(C.PRIVATE_CODES)  # meanings are 1:1
+    assert set(C.PRIVATE_CODES) >= C.RETIRED_PRIVATE_CODES  # retired values stay reserved
+    with pytest.raises(KeyError, match="retired"):
+        C.private("SPONDYLOLISTHESIS")
     assert set(C.MEYERDING) == set(MeyerdingGrade)
     assert C.VERTEBRA[Vertebra.S1].value == "54735007"  # sacrum: the verified code (S1 is not)
 

@@ -4,6 +4,34 @@
 // The viewer and Orthanc are served from ONE origin (viewer/serve.py, or nginx with the same
 // rules): OHIF's files at /, Orthanc's DICOMweb API at /dicom-web and WADO-URI at /wado.
 // So every root below is a same-origin path: no CORS, no CDN, nothing fetched from the internet.
+// How a cdss TID 1500 SR measurement group is shown (OHIF's `onBeforeSRAddMeasurement` hook):
+//
+// 1. OHIF 3.13.2 aborts loading a whole SR when one measurement group has no spatial
+//    coordinates (extensions/cornerstone-dicom-sr `_checkIfCanAddMeasurementsToDisplaySet` reads
+//    `measurement.coords[0].ReferencedSOPSequence` unguarded). cdss SRs have such groups on
+//    purpose (the spondylolisthesis summary, the vertebra detection confidences, levels not
+//    measured). They get an empty coordinate, so OHIF skips them instead of failing; every group
+//    with a SCOORD still shows.
+// 2. Labels, cosmetic only (the SR is unchanged): OHIF prints a Finding Site under the SNOMED
+//    concept id ("363698007: L4 vertebra"), shown as "Finding site: L4 vertebra"; and a comment
+//    (the group's finding in words, DCM 121106) as "<text>: ", shown as "L5-S1: anterolisthesis
+//    38.0 % - Meyerding II". Stock OHIF shows the same words with those two quirks.
+function cdssMeasurement(measurement) {
+  const labels = (measurement.labels || []).map(entry => {
+    if (entry.label === '363698007') {
+      return { ...entry, label: 'Finding site' };
+    }
+    const text = String(entry.label || '');
+    const space = text.indexOf(' ');
+    if (entry.value === '' && space > 0) {
+      return { label: text.slice(0, space), value: text.slice(space + 1) };
+    }
+    return entry;
+  });
+  const coords = measurement.coords && measurement.coords.length ? measurement.coords : [{}];
+  return { ...measurement, labels, coords };
+}
+
 window.config = {
   name: 'cdss/viewer/app-config.js',
   routerBasename: '/',
@@ -12,13 +40,8 @@ window.config = {
   customizationService: {
     // No onboarding tour: it would cover the viewport (and screenshots) on first visit.
     'ohif.tours': [],
-    // OHIF 3.13.2 aborts loading a whole TID 1500 SR when one measurement group has no spatial
-    // coordinates (extensions/cornerstone-dicom-sr `_checkIfCanAddMeasurementsToDisplaySet`
-    // reads `measurement.coords[0].ReferencedSOPSequence` unguarded). cdss SRs have such groups
-    // on purpose (the spondylolisthesis summary, levels not measured). Give them an empty
-    // coordinate so OHIF skips them instead of failing; every group with a SCOORD still shows.
-    onBeforeSRAddMeasurement: ({ measurement }) =>
-      measurement.coords && measurement.coords.length ? measurement : { ...measurement, coords: [{}] },
+    // Called by OHIF 3.13.2 for every SR measurement group before it is drawn (docs/viewer.md).
+    onBeforeSRAddMeasurement: ({ measurement }) => cdssMeasurement(measurement),
   },
   showStudyList: true,
   maxNumberOfWebWorkers: 2,

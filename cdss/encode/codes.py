@@ -5,12 +5,15 @@ Two kinds of codes are used, and every code is listed in ``docs/results.md``:
 * **Verified** standard codes, always taken from pydicom's code dictionaries (generated from
   DICOM PS3.16), never typed in by hand: SNOMED CT vertebrae, disc levels, spine regions,
   normality, laterality; DCM concepts; UCUM units.
+* **SCT 274152003 "Spondylolisthesis"**, the one standard code not in pydicom's dictionaries
+  (PS3.16 does not list it): written out here, see :data:`SPONDYLOLISTHESIS`.
 * **Private** codes of the cdss coding scheme :data:`SCHEME_DESIGNATOR` (``99CDSS``; private
   schemes must start with ``99``) for concepts that have no standard code we could verify
-  (Meyerding grade, slip percentage, foraminal stenosis, ...). The scheme is declared in the
-  Coding Scheme Identification Sequence (0008,0110) of every object that uses it
-  (:func:`coding_scheme_declaration`). Each private code value maps to exactly one meaning, and
-  that pair never changes; new concepts get new values.
+  (Meyerding grade, slip percentage, slip direction, foraminal stenosis, ...). The scheme is
+  declared in the Coding Scheme Identification Sequence (0008,0110) of the objects that use it
+  (the SR; :func:`coding_scheme_declaration`). Each private code value maps to exactly one
+  meaning, and that pair never changes; new concepts get new values, replaced ones are listed in
+  :data:`RETIRED_PRIVATE_CODES` and never reused.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "NORMALITY",
     "PRIVATE",
     "PRIVATE_CODES",
+    "RETIRED_PRIVATE_CODES",
     "SCHEME_DESIGNATOR",
     "SCHEME_UID",
     "SLIP_DIRECTION",
@@ -71,12 +75,30 @@ PRIVATE_CODES: Mapping[str, str] = MappingProxyType(
         "VERT-NOT-DETECTED": "Vertebra not detected",
         "DETECTION-CONFIDENCE": "Detection confidence",
         "FORAMINAL-STENOSIS": "Cervical neural foraminal stenosis",
+        "NOT-MEASURED-CHECK": "Not measured: level failed a plausibility or confidence check",
+    }
+)
+
+#: Private codes no longer written because a standard code replaced them (kept so that their
+#: values are never reused): SPONDYLOLISTHESIS -> SCT 274152003; DETECTION-CONFIDENCE -> DCM
+#: 111012 "Certainty of Finding"; LISTHESIS-THRESHOLD -> DCM 122411 "Threshold Value";
+#: LISTHESIS-PRESENT / -ABSENT / NOT-ASSESSED-VIEW -> SCT Present / Absent / Undetermined (CID 240).
+RETIRED_PRIVATE_CODES: frozenset[str] = frozenset(
+    {
+        "SPONDYLOLISTHESIS",
+        "DETECTION-CONFIDENCE",
+        "LISTHESIS-THRESHOLD",
+        "LISTHESIS-PRESENT",
+        "LISTHESIS-ABSENT",
+        "NOT-ASSESSED-VIEW",
     }
 )
 
 
 def private(value: str) -> hd.sr.CodedConcept:
     """The private code ``value`` of the cdss scheme (its meaning comes from :data:`PRIVATE_CODES`)."""
+    if value in RETIRED_PRIVATE_CODES:
+        raise KeyError(f"{value!r} is a retired cdss private code (a standard code replaced it)")
     try:
         meaning = PRIVATE_CODES[value]
     except KeyError:
@@ -159,6 +181,21 @@ NORMALITY: Mapping[Normality, hd.sr.CodedConcept] = MappingProxyType(
     {Normality.NORMAL: _c(codes.SCT.Normal), Normality.ABNORMAL: _c(codes.SCT.Abnormal)}
 )
 
+#: SCT 274152003 "Spondylolisthesis" (disorder). Not in PS3.16 or pydicom, so it cannot be taken
+#: from a dictionary here; no SNOMED CT release is reachable offline either. The concept id and
+#: its meaning agree across independent public code lists (several unrelated spine / terminology
+#: projects) and the SNOMED CT hierarchy it belongs to (disorder of the vertebral column); no
+#: standard code for anterolisthesis or retrolisthesis could be verified, so the direction stays
+#: a separate qualitative evaluation (SCT Anterior / Posterior).
+SPONDYLOLISTHESIS = hd.sr.CodedConcept(
+    value="274152003", scheme_designator="SCT", meaning="Spondylolisthesis"
+)
+
+#: Presence of the finding in the summary (CID 240 "Present-Absent": SCT Present, Absent, Undetermined).
+PRESENT = _c(codes.SCT.Present)
+ABSENT = _c(codes.SCT.Absent)
+UNDETERMINED = _c(codes.SCT.Undetermined)
+
 # Verified standard codes used by the encoders (all from pydicom's dictionaries).
 LUMBAR_SPINE = _c(codes.SCT.LumbarSpine)
 CERVICAL_SPINE = _c(codes.SCT.CervicalSpine)
@@ -166,6 +203,12 @@ ANATOMICAL_STRUCTURE = _c(codes.SCT.AnatomicalStructure)
 FINDING = _c(codes.DCM.Finding)
 NORMALITY_CONCEPT = _c(codes.DCM.Normality)
 PROBABILITY = _c(codes.DCM.Probability)
+#: Confidence of a vertebra detection and of a level measurement, UCUM ``1`` in [0, 1]
+#: (DCM 111012, "the likelihood that the finding is correct"; CID 6048).
+CERTAINTY_OF_FINDING = _c(codes.DCM.CertaintyOfFinding)
+#: Free-text qualitative evaluation (TID 1501 row 12) carrying the human-readable finding line.
+COMMENT = _c(codes.DCM.Comment)
+VERTEBRA_GENERIC = _c(codes.SCT.Vertebra)
 THRESHOLD_VALUE = _c(codes.DCM.ThresholdValue)
 PERCENT = _c(codes.UCUM.Percent)
 NO_UNITS = _c(codes.UCUM.NoUnits)

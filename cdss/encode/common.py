@@ -11,8 +11,9 @@ Decisions (documented in ``docs/results.md``):
 * General Equipment of a result describes the model that produced it (Manufacturer =
   ``results.manufacturer``, Manufacturer's Model Name = model name, Software Versions = model
   version and the cdss version, Device Serial Number = first 12 hex digits of the weights
-  SHA-256). A Contributing Equipment item (purpose DCM 109102 "Processing Equipment") repeats this
-  with the Device UID derived from the weights digest (:attr:`ModelInfo.device_uid`).
+  SHA-256). A Contributing Equipment item (purpose DCM 109102 "Processing Equipment") repeats this,
+  with the Device UID derived from the weights digest (:attr:`ModelInfo.device_uid`) only when
+  ``results.device_uid_in_contributing_equipment`` is set (see :meth:`EncodeContext.contributing_equipment`).
 * Tracking UIDs are derived by pydicom's :func:`~pydicom.uid.generate_uid` (pydicom UID root,
   SHA-512 of the entropy sources) from the source SOP Instance UID, the model's Device UID and the tracked thing ("vertebra L4", "level L4-L5"), so
   the SEG segment, SR group and GSPS graphics of the same vertebra or finding share one UID, also
@@ -214,8 +215,11 @@ class EncodeContext:
                 1024,
             ),
         )
-        # Device UID (0018,1002) is not a highdicom argument; IHE AIR asks for it here.
-        item.DeviceUID = self.model.device_uid
+        if self.settings.device_uid_in_contributing_equipment:
+            # Device UID (0018,1002) is not a highdicom argument; IHE AIR asks for it here. DICOM
+            # allows it in this sequence only since after dicom3tools 2022 (which warns), so it is
+            # opt-in; the SR's device observer UID and the Image Comments always carry it.
+            item.DeviceUID = self.model.device_uid
         return [item]
 
     def algorithm_parameters(self) -> dict[str, str]:
@@ -259,7 +263,9 @@ class EncodeContext:
             "instance_number": 1,
             "series_description": self.series_description(kind),
             "content_qualification": self.content_qualification,
-            "coding_schemes": [C.coding_scheme_declaration()],
+            # The private scheme is declared only where its codes are used (the SR): an unused
+            # declaration is one more "unrecognized" designator for validators.
+            "coding_schemes": [C.coding_scheme_declaration()] if kind is ResultKind.SR else None,
             "series_date": self.created.date(),
             "series_time": self.created.time(),
             "content_date": self.created.date(),

@@ -32,7 +32,6 @@ from cdss.analysis.types import (
     LumbarView,
     MeyerdingGrade,
     Normality,
-    SlipDirection,
     Vertebra,
     VertebraSegment,
 )
@@ -148,18 +147,25 @@ def roi_polygon(result: CervicalResult) -> np.ndarray:
     return np.array([[c0, r0], [c1, r0], [c1, r1], [c0, r1], [c0, r0]], dtype=float)
 
 
-def level_text(level: LevelMeasurement, short: bool = False) -> str:
-    """Text for one level (``short`` for the label beside the level)."""
+def level_text(level: LevelMeasurement) -> str:
+    """The one line that states a level's result, everywhere (GSPS and SC label beside the level,
+    summary lines, the SR's comment, the OHIF overlay): plain ASCII.
+
+    * graded: ``"L5-S1 anterolisthesis 38.0 % - Meyerding II"``;
+    * measured below the reporting threshold: ``"L3-L4 2.1 % - no listhesis"``;
+    * both vertebrae found but the level failed a check (``NOT_MEASURED``, never graded):
+      ``"L5-S1 not measured: <reason>"``;
+    * a vertebra missing (``MISSING``): ``"L1-L2: not measured (L1 not detected)"``.
+    """
+    if level.status is LevelStatus.NOT_MEASURED:
+        return f"{level.name} not measured: {level.reason or 'failed a plausibility check'}"
     if level.status is LevelStatus.MISSING or level.slip_percent is None:
         why = level.reason or "a vertebra was not detected"
         return f"{level.name}: not measured ({why})"
     pct = format_percent(level.slip_percent)
     if level.grade is MeyerdingGrade.NONE:
-        return f"{level.name}: {pct} %" if short else f"{level.name}: {pct} %, no listhesis"
-    word = "antero" if level.direction is SlipDirection.ANTERIOR else "retro"
-    if short:
-        return f"{level.name}: {pct} % {word} (Meyerding {level.grade.value})"
-    return f"{level.name}: {word}listhesis {pct} % (Meyerding grade {level.grade.value})"
+        return f"{level.name} {pct} % - no listhesis"
+    return f"{level.name} {level.direction.value} {pct} % - Meyerding {level.grade.value}"
 
 
 def cervical_text(result: CervicalResult) -> str:
@@ -188,6 +194,7 @@ def summary_lines(result: LumbarResult | CervicalResult) -> list[str]:
             lines.append(f"No spondylolisthesis >= {thr} % at the measured levels")
         else:
             lines.append("Spondylolisthesis not assessed: no level could be measured")
+        lines.extend(level_text(lv) for lv in result.levels if lv.status is LevelStatus.NOT_MEASURED)
         lines.extend(level_text(lv) for lv in result.levels if lv.status is LevelStatus.MISSING)
     if result.missing:
         lines.append("Not detected: " + ", ".join(v.value for v in result.missing))
@@ -290,24 +297,28 @@ def _lumbar(
     if result.view is not LumbarView.LATERAL:
         return
     for level in result.levels:
-        if level.status is not LevelStatus.MEASURED or level.slip_percent is None:
-            continue
+        measured = level.status is LevelStatus.MEASURED and level.slip_percent is not None
+        if not measured and level.status is not LevelStatus.NOT_MEASURED:
+            continue  # MISSING: nothing to draw, the summary lines say which vertebra is missing
         upper, lower = found.get(level.upper), found.get(level.lower)
         if upper is None or lower is None:
             continue
-        layer = "AI_MEASURE" if level.grade is MeyerdingGrade.NONE else "AI_FINDING"
+        layer = "AI_FINDING" if measured and level.grade is not MeyerdingGrade.NONE else "AI_MEASURE"
         tid, tuid = f"{level.name} spondylolisthesis", level_uid(level.upper, level.lower)
         uip, lps, las = slip_points(upper, lower)
-        uia = np.asarray(upper.corners[CORNER_INFERIOR_ANTERIOR], dtype=float)
         axis = _unit(las - lps)
-        foot = lps + axis * float(np.dot(uip - lps, axis))  # projection of uip on the endplate line
-        ov.graphics.append(Graphic("polyline", np.array([lps, las]), layer, tid, tuid))
-        ov.graphics.append(Graphic("polyline", np.array([uia, uip]), layer, tid, tuid))
-        ov.graphics.append(Graphic("polyline", np.array([uip, foot]), layer, tid, tuid))
+        if measured:
+            # The construction the slip is measured with: both endplate lines and the
+            # perpendicular from the slipped corner; NOT_MEASURED levels show only their corners.
+            uia = np.asarray(upper.corners[CORNER_INFERIOR_ANTERIOR], dtype=float)
+            foot = lps + axis * float(np.dot(uip - lps, axis))  # projection of uip on the endplate line
+            ov.graphics.append(Graphic("polyline", np.array([lps, las]), layer, tid, tuid))
+            ov.graphics.append(Graphic("polyline", np.array([uia, uip]), layer, tid, tuid))
+            ov.graphics.append(Graphic("polyline", np.array([uip, foot]), layer, tid, tuid))
         for p in (uip, lps, las):
             ov.graphics.append(Graphic("point", np.array([p]), layer, tid, tuid))
         posterior = -axis
-        text = level_text(level, short=True)
+        text = level_text(level)
         at = (uip + lps) / 2.0 + posterior * (h * 1.5)
         box = _box_at(float(at[0]), float(at[1]), text, h, ov.shape, right_aligned=posterior[0] < 0)
         ov.labels.append(TextLabel(text, box, layer, (float(uip[0]), float(uip[1])), tid, tuid))

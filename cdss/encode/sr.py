@@ -9,20 +9,28 @@ Content tree (codes in :mod:`cdss.encode.codes`, see ``docs/results.md``):
 * Image Library: the source image, when it has two Patient Orientation values and Imager Pixel
   Spacing (highdicom's projection-radiography descriptors need both).
 * Lumbar, one **TID 1410 planar ROI group per detected vertebra**: outline as a closed SCOORD
-  POLYLINE on the source, finding = the vertebra code, detection confidence (UCUM ``1``),
-  tracking UID = the SEG segment's.
+  POLYLINE on the source, finding and finding site = the vertebra code (so a viewer that labels
+  a region with its site, OHIF, names the vertebra), tracking UID = the SEG segment's; no number.
+* Lumbar, one **TID 1501 "vertebra detection" group**: the detection confidence of each vertebra
+  as DCM 111012 "Certainty of Finding" (UCUM ``1``) with the vertebra as its finding site.
 * Lumbar lateral, one **TID 1501 group per level** L1-L2 … L5-S1 (tracking UID shared with the
-  GSPS drawing of that level): finding (99CDSS) Spondylolisthesis, finding site SCT "Level of
+  GSPS drawing of that level): finding SCT 274152003 Spondylolisthesis, finding site SCT "Level of
   Lx/Ly intervertebral disc"; when measured: slip percentage (magnitude, UCUM ``%``, one
   decimal) *inferred from* a SCOORD open POLYLINE through the three corners used (upper
   vertebra inferior-posterior, lower vertebra superior-posterior, superior-anterior; POLYLINE
-  rather than MULTIPOINT because OHIF labels polylines with the measurement, not multipoints), Meyerding grade
-  (99CDSS MEY-*) and, when graded, the slip direction (SCT Anterior / Posterior); when missing:
-  measurement status "not measured: a vertebra of the level was not detected" and which
-  vertebra (SCT code) was not detected.
-* Lumbar, one **summary TID 1501 group**: reporting threshold (UCUM ``%``) and the assessment
-  (listhesis present / **absent** / not assessed on this view / not measured), plus each
-  vertebra not detected. So "no finding" is stated, not implied.
+  rather than MULTIPOINT because OHIF labels polylines with the measurement, not multipoints),
+  the level's Certainty of Finding, Meyerding grade (99CDSS MEY-*) and, when graded, the slip
+  direction (SCT Anterior / Posterior), and the finding in words as a DCM 121106 "Comment"
+  (TID 1501 row 12, e.g. "L5-S1 anterolisthesis 38.0 % - Meyerding II": the text GSPS and SC
+  show beside the level and OHIF shows on the image); when not measured after a failed check
+  (``NOT_MEASURED``): measurement status 99CDSS NOT-MEASURED-CHECK, the comment "L5-S1 not
+  measured: <reason>", the level's certainty inferred from its three corners, never a slip or
+  grade; when a vertebra is missing (``MISSING``): measurement status "not measured: a vertebra
+  of the level was not detected" and which vertebra (SCT code) was not detected.
+* Lumbar, one **summary TID 1501 group**: reporting threshold (DCM 122411 Threshold Value, UCUM
+  ``%``) and the assessment (SCT Present / Absent / Undetermined, CID 240; undetermined on AP
+  views and when no level could be measured), each vertebra not detected, and the summary lines
+  as comments. So "no finding" is stated, not implied.
 * Cervical, one **TID 1410 planar ROI group**: the classifier ROI as a closed SCOORD POLYLINE,
   finding (99CDSS) foraminal stenosis, finding site SCT cervical spine with laterality,
   probability (DCM 122157, UCUM ``1``, 3 decimals), operating point (DCM 122411 Threshold Value,
@@ -56,7 +64,14 @@ from cdss.analysis.types import (
 )
 from cdss.encode import codes as C
 from cdss.encode.common import EncodeContext, ResultKind, closed, patient_orientation
-from cdss.encode.overlay import roi_polygon, rounded_probability, rounded_slip, slip_points
+from cdss.encode.overlay import (
+    level_text,
+    roi_polygon,
+    rounded_probability,
+    rounded_slip,
+    slip_points,
+    summary_lines,
+)
 
 __all__ = ["encode_sr", "procedure_reported"]
 
@@ -140,7 +155,8 @@ def _lumbar_groups(
 ) -> list[Dataset]:
     groups: list[Dataset] = []
     found = {s.label: s for s in result.vertebrae}
-    for seg in sorted(result.vertebrae, key=lambda s: s.label.class_id):
+    segments = sorted(result.vertebrae, key=lambda s: s.label.class_id)
+    for seg in segments:
         groups.append(
             hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
@@ -152,22 +168,81 @@ def _lumbar_groups(
                     source_image=region_source,
                 ),
                 finding_type=C.VERTEBRA[seg.label],
-                finding_sites=[hd.sr.FindingSite(C.LUMBAR_SPINE)],
+                # The site names the vertebra, so a viewer that labels a region with its finding
+                # site (OHIF) names it; the detection confidence is in the detection group below.
+                finding_sites=[hd.sr.FindingSite(C.VERTEBRA[seg.label])],
                 algorithm_id=algo,
-                measurements=[
-                    hd.sr.Measurement(
-                        name=P.DETECTION_CONFIDENCE,
-                        value=round(float(seg.confidence), 3),
-                        unit=C.NO_UNITS,
-                    )
-                ],
             )
         )
+    if segments:
+        groups.append(_detection_group(ctx, segments, algo))
     if result.view is LumbarView.LATERAL:
         for level in result.levels:
             groups.append(_level_group(ctx, level, found, algo, region_source))
     groups.append(_lumbar_summary(ctx, result, algo, region_source))
     return groups
+
+
+def _comment(text: str) -> hd.sr.TextContentItem:
+    """A TID 1501 row 12 qualitative evaluation in text form (DCM 121106 "Comment")."""
+    return hd.sr.TextContentItem(
+        name=C.COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+
+
+def _with_comments(group: Dataset, texts: list[str]) -> Dataset:
+    """Append free-text comments to a measurement group (highdicom takes coded evaluations only)."""
+    container = group[0]
+    for text in texts:
+        container.ContentSequence.append(_comment(text))
+    return group
+
+
+def _certainty(value: float, coordinates: np.ndarray | None, region_source: hd.sr.SourceImageForRegion):
+    """Certainty of Finding (DCM 111012) in [0, 1], optionally inferred from coordinates."""
+    refs = None
+    if coordinates is not None:
+        refs = [
+            hd.sr.CoordinatesForMeasurement(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                graphic_data=np.asarray(coordinates, dtype=float),
+                source_image=region_source,
+            )
+        ]
+    return hd.sr.Measurement(
+        name=C.CERTAINTY_OF_FINDING,
+        value=rounded_probability(value),
+        unit=C.NO_UNITS,
+        referenced_coordinates=refs,
+    )
+
+
+def _detection_group(
+    ctx: EncodeContext, segments: list[VertebraSegment], algo: hd.sr.AlgorithmIdentification
+) -> Dataset:
+    """One TID 1501 group with the detection confidence of every vertebra found.
+
+    Each value is a Certainty of Finding (DCM 111012, UCUM ``1``) whose finding site is the
+    vertebra, so the vertebra groups above stay labelled by their vertebra.
+    """
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=ctx.finding_uid("vertebra-detection"), identifier="vertebra detection"
+        ),
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ctx.source)],
+        finding_type=C.VERTEBRA_GENERIC,
+        finding_sites=[hd.sr.FindingSite(C.LUMBAR_SPINE)],
+        algorithm_id=algo,
+        measurements=[
+            hd.sr.Measurement(
+                name=C.CERTAINTY_OF_FINDING,
+                value=rounded_probability(seg.confidence),
+                unit=C.NO_UNITS,
+                finding_sites=[hd.sr.FindingSite(C.VERTEBRA[seg.label])],
+            )
+            for seg in segments
+        ],
+    )
 
 
 def _level_group(
@@ -182,26 +257,32 @@ def _level_group(
     )
     site = [hd.sr.FindingSite(C.DISC_LEVEL[(level.upper, level.lower)])]
     source_images = [hd.sr.SourceImageForMeasurementGroup.from_source_image(ctx.source)]
-    measured = (
-        level.status is LevelStatus.MEASURED
-        and level.slip_percent is not None
-        and level.upper in found
-        and level.lower in found
-    )
+    both = level.upper in found and level.lower in found
+    points = slip_points(found[level.upper], found[level.lower]) if both else None
+    measured = level.status is LevelStatus.MEASURED and level.slip_percent is not None and both
+    text = level_text(level)
     if not measured:
-        evaluations = [hd.sr.QualitativeEvaluation(P.MEAS_STATUS, P.NOT_MEASURED_MISSING)]
+        checked = level.status is LevelStatus.NOT_MEASURED and both
+        status = P.NOT_MEASURED_CHECK if checked else P.NOT_MEASURED_MISSING
+        evaluations = [hd.sr.QualitativeEvaluation(P.MEAS_STATUS, status)]
         for v in (level.upper, level.lower):
             if v not in found:
                 evaluations.append(hd.sr.QualitativeEvaluation(P.VERT_NOT_DETECTED, C.VERTEBRA[v]))
-        return hd.sr.MeasurementsAndQualitativeEvaluations(
+        measurements = None
+        if checked and level.confidence is not None:
+            # The corners the failed check was made on: a viewer draws them with the comment.
+            measurements = [_certainty(level.confidence, points, region_source)]
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
             source_images=source_images,
-            finding_type=P.SPONDYLOLISTHESIS,
+            finding_type=C.SPONDYLOLISTHESIS,
             finding_sites=site,
             algorithm_id=algo,
+            measurements=measurements,
             qualitative_evaluations=evaluations,
         )
-    points = slip_points(found[level.upper], found[level.lower])
+        # MISSING levels keep their coded status only (as before); NOT_MEASURED ones say why.
+        return _with_comments(group, [text] if checked else [])
     slip = hd.sr.Measurement(
         name=P.SLIP_PCT,
         value=rounded_slip(level),
@@ -216,18 +297,23 @@ def _level_group(
             )
         ],
     )
+    measurements = [slip]
+    if level.confidence is not None:
+        measurements.append(_certainty(level.confidence, None, region_source))
     evaluations = [hd.sr.QualitativeEvaluation(P.MEY, C.MEYERDING[level.grade])]
     if level.grade is not MeyerdingGrade.NONE and level.direction in C.SLIP_DIRECTION:
         evaluations.append(hd.sr.QualitativeEvaluation(P.SLIP_DIR, C.SLIP_DIRECTION[level.direction]))
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         source_images=source_images,
-        finding_type=P.SPONDYLOLISTHESIS,
+        finding_type=C.SPONDYLOLISTHESIS,
         finding_sites=site,
         algorithm_id=algo,
-        measurements=[slip],
+        measurements=measurements,
         qualitative_evaluations=evaluations,
     )
+    # The finding in words (level, direction, slip %, grade): the line a viewer shows beside it.
+    return _with_comments(group, [text])
 
 
 def _lumbar_summary(
@@ -238,32 +324,33 @@ def _lumbar_summary(
 ) -> Dataset:
     measured = [lv for lv in result.levels if lv.status is LevelStatus.MEASURED]
     if result.view is not LumbarView.LATERAL:
-        assessment = P.NOT_ASSESSED_VIEW
+        assessment = C.UNDETERMINED  # not assessed on an AP view (the comment says so)
     elif any(lv.grade is not MeyerdingGrade.NONE for lv in measured):
-        assessment = P.LISTHESIS_PRESENT
+        assessment = C.PRESENT
     elif measured:
-        assessment = P.LISTHESIS_ABSENT
+        assessment = C.ABSENT
     else:
-        assessment = P.NOT_MEASURED_MISSING
+        assessment = C.UNDETERMINED  # no level could be measured (the comment says why)
     evaluations = [hd.sr.QualitativeEvaluation(P.LISTHESIS_ASSESSMENT, assessment)]
     evaluations += [hd.sr.QualitativeEvaluation(P.VERT_NOT_DETECTED, C.VERTEBRA[v]) for v in result.missing]
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=ctx.finding_uid("spondylolisthesis-summary"), identifier="spondylolisthesis summary"
         ),
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ctx.source)],
-        finding_type=P.SPONDYLOLISTHESIS,
+        finding_type=C.SPONDYLOLISTHESIS,
         finding_sites=[hd.sr.FindingSite(C.LUMBAR_SPINE)],
         algorithm_id=algo,
         measurements=[
             hd.sr.Measurement(
-                name=P.LISTHESIS_THRESHOLD,
+                name=C.THRESHOLD_VALUE,  # the smallest slip reported as a listhesis
                 value=float(result.listhesis_threshold_percent),
                 unit=C.PERCENT,
             )
         ],
         qualitative_evaluations=evaluations,
     )
+    return _with_comments(group, summary_lines(result))
 
 
 def _cervical_groups(
