@@ -1,7 +1,8 @@
 """Taking one received dataset into the node: validate → spool (fsync) → one DB transaction.
 
 This is the whole C-STORE decision, independent of pynetdicom (the SCP handler in
-:mod:`cdss.receive.server` only unpacks the event and packs the response). Invariants kept here:
+:mod:`cdss.receive.server` only unpacks the event and packs the response) and of SQL (the rows
+and audit events are written by :mod:`cdss.receive.records`). Invariants kept here:
 
 1. **No success before durability.** ``0x0000`` only after :meth:`Spool.store_instance` returned
    (file and directory fsynced) and one transaction holding the study/series/instance rows, the
@@ -21,20 +22,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from cdss.audit import Action, EventID, Outcome, record_event
 from cdss.config import Settings
-from cdss.db import Database, Instance, Job, JobState, Series, Study
+from cdss.db import Database
 from cdss.logs import exception_frames, get_logger
 from cdss.metrics import INSTANCES_RECEIVED, STORE_FAILURES, STORE_SECONDS
+from cdss.receive.records import (
+    QueueFull,
+    ReceivedDataset,
+    audit_refused,
+    find_duplicate,
+    insert_instance,
+    is_referenced,
+)
 from cdss.receive.status import StoreStatus, outcome_label
 from cdss.receive.validate import Rejection, ValidatedDataset, validate
 from cdss.store import Spool, SpoolError, SpoolFullError
@@ -56,19 +60,6 @@ IMPLEMENTATION_CLASS_UID = "2.25.175571037290874804414380025907691894565"
 #: Implementation Version Name used during association negotiation (not written to files, so
 #: that the stored bytes - and thus duplicate detection - do not change across releases).
 IMPLEMENTATION_VERSION_NAME = "CDSS_0_1"
-
-
-@dataclass(frozen=True)
-class ReceivedDataset:
-    """One C-STORE request as the handler saw it."""
-
-    raw: bytes  # dataset bytes exactly as received (no file meta)
-    transfer_syntax: str
-    command_sop_class_uid: str
-    command_sop_instance_uid: str
-    calling_aet: str
-    called_aet: str
-    peer_address: str
 
 
 @dataclass(frozen=True)
@@ -102,45 +93,6 @@ def file_bytes(validated: ValidatedDataset, raw: bytes, transfer_syntax: str) ->
     write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
     buffer.write(raw)
     return buffer.getvalue()
-
-
-def _text(ds: Dataset, keyword: str, limit: int) -> str | None:
-    """A tag value as text clipped to its column size (peer data is not trusted to fit)."""
-    try:
-        value = ds.get(keyword)
-    except Exception:
-        return None
-    if value is None:
-        return None
-    if not isinstance(value, str) and hasattr(value, "__iter__"):
-        try:
-            value = "\\".join(str(v) for v in value)
-        except TypeError:
-            value = str(value)
-    text = str(value).replace("\x00", "").strip()
-    return text[:limit] or None
-
-
-def _int_or_none(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        if value is None or value == "":
-            return None
-        number = int(value)
-    except Exception:
-        return None
-    return number if -(2**31) <= number < 2**31 else None
-
-
-def _insert_ignore(session: Session, model: type, values: dict[str, Any], key: str) -> None:
-    """``INSERT … ON CONFLICT (key) DO NOTHING`` on PostgreSQL and SQLite."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=[key]))
-
-
-class _QueueFull(Exception):
-    pass
 
 
 class Ingestor:
@@ -300,7 +252,7 @@ class Ingestor:
             if duplicate is not None:
                 return duplicate
             raise
-        except _QueueFull:
+        except QueueFull:
             self._discard(stored.key, stored.created)
             return self._refuse(
                 item, validated, "queue_full", f"more than {self.settings.jobs.max_queue_depth} jobs queued"
@@ -325,7 +277,7 @@ class Ingestor:
             return
         try:
             with self.db.session() as session:
-                if session.execute(select(Instance.id).where(Instance.spool_key == key).limit(1)).first():
+                if is_referenced(session, key):
                     return
         except SQLAlchemyError:
             pass  # database down: nobody can have committed a reference meanwhile
@@ -336,163 +288,27 @@ class Ingestor:
 
     def _duplicate(self, item: ReceivedDataset, validated: ValidatedDataset, sha: str) -> StoreOutcome | None:
         with self.db.session() as session:
-            row = session.execute(
-                select(Instance.id, Instance.sha256).where(
-                    Instance.sop_instance_uid == validated.sop_instance_uid
-                )
-            ).first()
-            if row is None:
-                return None
-            ds = validated.dataset
-            same = row.sha256 == sha
-            record_event(
-                session,
-                EventID.INSTANCES_TRANSFERRED,
-                action=Action.CREATE,
-                outcome=Outcome.SUCCESS if same else Outcome.MINOR_FAILURE,
-                user=f"AETITLE={item.calling_aet}",
-                source=item.peer_address,
-                study_instance_uid=validated.study_instance_uid,
-                patient_id=_text(ds, "PatientID", 64),
-                accession_number=_text(ds, "AccessionNumber", 16),
-                description=(
-                    "duplicate of a stored instance (identical content): acknowledged, no new job"
-                    if same
-                    else "SOP Instance UID already stored with different content: the first copy is kept, "
-                    "this one is discarded (duplicate policy keep-first)"
-                ),
-                detail={
-                    "status": "0x0000",
-                    "sop_instance_uid": validated.sop_instance_uid,
-                    "sop_class_uid": validated.sop_class_uid,
-                    "instance_id": row.id,
-                    "sha256": sha,
-                    "stored_sha256": row.sha256,
-                    "called_aet": item.called_aet,
-                    "duplicate": "identical" if same else "conflict",
-                },
-            )
-        if not same:
-            log.warning("duplicate_conflict", instance_id=row.id, calling_aet=item.calling_aet)
+            dup = find_duplicate(session, item, validated, sha)
+        if dup is None:
+            return None
+        if not dup.identical:
+            log.warning("duplicate_conflict", instance_id=dup.instance_id, calling_aet=item.calling_aet)
         return StoreOutcome(
             StoreStatus.SUCCESS,
-            "duplicate" if same else "conflict",
-            instance_id=row.id,
+            "duplicate" if dup.identical else "conflict",
+            instance_id=dup.instance_id,
             duplicate=True,
         )
 
     def _commit(
         self, item: ReceivedDataset, validated: ValidatedDataset, key: str, sha: str, size: int
     ) -> tuple[int, int]:
-        ds = validated.dataset
         with self.db.session() as session:
-            queued = session.execute(
-                select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)
-            ).scalar_one()
-            if queued >= self.settings.jobs.max_queue_depth:
-                raise _QueueFull
-            _insert_ignore(
-                session,
-                Study,
-                {
-                    "study_instance_uid": validated.study_instance_uid,
-                    "patient_id": _text(ds, "PatientID", 64),
-                    "patient_name": _text(ds, "PatientName", 324),
-                    "accession_number": _text(ds, "AccessionNumber", 16),
-                    "study_date": _text(ds, "StudyDate", 8),
-                    "study_description": _text(ds, "StudyDescription", 64),
-                },
-                "study_instance_uid",
-            )
-            study = session.execute(
-                select(Study.id, Study.patient_id).where(
-                    Study.study_instance_uid == validated.study_instance_uid
-                )
-            ).one()
-            study_id = study.id
-            mismatches = []
-            if study.patient_id != _text(ds, "PatientID", 64):
-                mismatches.append("PatientID differs from the study's first instance")
-            _insert_ignore(
-                session,
-                Series,
-                {
-                    "series_instance_uid": validated.series_instance_uid,
-                    "study_id": study_id,
-                    "modality": _text(ds, "Modality", 16),
-                    "body_part_examined": _text(ds, "BodyPartExamined", 64),
-                    "series_description": _text(ds, "SeriesDescription", 64),
-                    "series_number": _int_or_none(ds, "SeriesNumber"),
-                },
-                "series_instance_uid",
-            )
-            series = session.execute(
-                select(Series.id, Series.study_id).where(
-                    Series.series_instance_uid == validated.series_instance_uid
-                )
-            ).one()
-            series_id = series.id
-            if series.study_id != study_id:
-                mismatches.append("SeriesInstanceUID already belongs to another study")
-            if mismatches:
-                # Kept as received (the first rows win); the audit event carries the finding.
-                log.warning("relational_mismatch", findings=mismatches, calling_aet=item.calling_aet)
-            instance = Instance(
-                sop_instance_uid=validated.sop_instance_uid,
-                sop_class_uid=validated.sop_class_uid,
-                series_id=series_id,
-                transfer_syntax_uid=item.transfer_syntax,
-                sha256=sha,
-                spool_key=key,
-                size_bytes=size,
-                calling_ae_title=item.calling_aet[:16],
-                called_ae_title=item.called_aet[:16] or None,
-                peer_address=item.peer_address[:64] or None,
-                modality=_text(ds, "Modality", 16),
-                body_part_examined=_text(ds, "BodyPartExamined", 64),
-                view_position=_text(ds, "ViewPosition", 16),
-                laterality=_text(ds, "ImageLaterality", 16) or _text(ds, "Laterality", 16),
-                image_type=_text(ds, "ImageType", 128),
-                photometric_interpretation=_text(ds, "PhotometricInterpretation", 16),
-                rows=_int_or_none(ds, "Rows"),
-                columns=_int_or_none(ds, "Columns"),
-                presentation_intent=_text(ds, "PresentationIntentType", 32),
-                instance_number=_int_or_none(ds, "InstanceNumber"),
-            )
-            session.add(instance)
-            session.flush()
-            job = Job(
-                instance_id=instance.id,
-                state=JobState.QUEUED,
-                max_attempts=self.settings.jobs.max_attempts,
-            )
-            session.add(job)
-            session.flush()
-            record_event(
-                session,
-                EventID.INSTANCES_TRANSFERRED,
-                action=Action.CREATE,
-                outcome=Outcome.SUCCESS,
-                user=f"AETITLE={item.calling_aet}",
-                source=item.peer_address,
-                study_instance_uid=validated.study_instance_uid,
-                patient_id=_text(ds, "PatientID", 64),
-                accession_number=_text(ds, "AccessionNumber", 16),
-                description="instance received and stored; analysis job queued",
-                detail={
-                    "status": "0x0000",
-                    "sop_instance_uid": validated.sop_instance_uid,
-                    "sop_class_uid": validated.sop_class_uid,
-                    "transfer_syntax_uid": item.transfer_syntax,
-                    "instance_id": instance.id,
-                    "job_id": job.id,
-                    "sha256": sha,
-                    "size_bytes": size,
-                    "called_aet": item.called_aet,
-                    "relational_mismatch": mismatches or None,
-                },
-            )
-            return instance.id, job.id
+            new = insert_instance(session, self.settings.jobs, item, validated, key, sha, size)
+        if new.mismatches:
+            # Kept as received (the first rows win); the audit event carries the finding.
+            log.warning("relational_mismatch", findings=new.mismatches, calling_aet=item.calling_aet)
+        return new.instance_id, new.job_id
 
     # ------------------------------------------------------------------ failures
     def _refuse(
@@ -507,32 +323,16 @@ class Ingestor:
     ) -> None:
         """Audit a refused C-STORE (best effort: when the database is down only the log and
         the metric record it)."""
-        ds = validated.dataset if validated else None
-        serious = (outcome.status & 0xFF00) != 0xA700
         try:
             with self.db.session() as session:
-                record_event(
+                audit_refused(
                     session,
-                    EventID.INSTANCES_TRANSFERRED,
-                    action=Action.CREATE,
-                    outcome=Outcome.SERIOUS_FAILURE if serious else Outcome.MINOR_FAILURE,
-                    user=f"AETITLE={item.calling_aet}",
-                    source=item.peer_address,
-                    study_instance_uid=validated.study_instance_uid if validated else None,
-                    patient_id=_text(ds, "PatientID", 64) if ds is not None else None,
-                    accession_number=_text(ds, "AccessionNumber", 16) if ds is not None else None,
-                    description=f"C-STORE refused with 0x{outcome.status:04X}: {outcome.message}",
-                    detail={
-                        "status": f"0x{outcome.status:04X}",
-                        "reason": outcome.reason,
-                        "sop_instance_uid": validated.sop_instance_uid if validated else None,
-                        "sop_class_uid": validated.sop_class_uid
-                        if validated
-                        else item.command_sop_class_uid[:64],
-                        "offending_element": f"{outcome.offending:08X}" if outcome.offending else None,
-                        "called_aet": item.called_aet,
-                        "size_bytes": len(item.raw),
-                    },
+                    item,
+                    validated,
+                    status=outcome.status,
+                    reason=outcome.reason,
+                    message=outcome.message,
+                    offending=outcome.offending,
                 )
         except SQLAlchemyError as exc:
             log.error(
