@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cdss.analysis.lumbar.classes import ClassScheme
 from cdss.analysis.types import Vertebra
 from cdss.train.augment import SEED000_OPERATIONS, SeedAugment
 from cdss.train.datasets import (
@@ -81,7 +82,14 @@ def test_bad_buu_rows_are_reported(tmp_path: Path) -> None:
 def test_buu_sample_converts_to_a_yolo_dataset(tmp_path: Path) -> None:
     items = list(iter_buu(BUU))
     assert sorted((i.view, len(i.polygons)) for i in items) == [("ap", 5), ("lateral", 6), ("lateral", 6)]
-    yaml = write_yolo_dataset(items, tmp_path / "ds", val_fraction=0.34, seed=3, max_side=256)
+    anatomical = write_yolo_dataset(items, tmp_path / "anat", val_fraction=0.34, seed=3, max_side=256)
+    assert "0: vertebra" in anatomical.read_text() and "1: sacrum" in anatomical.read_text()
+    for lab in (tmp_path / "anat" / "labels").rglob("*.txt"):
+        classes = [int(line.split()[0]) for line in lab.read_text().splitlines()]
+        assert classes.count(1) <= 1 and set(classes) <= {0, 1}  # five bodies, at most one sacrum
+    yaml = write_yolo_dataset(
+        items, tmp_path / "ds", val_fraction=0.34, seed=3, max_side=256, scheme=ClassScheme.LEVELS
+    )
     text = yaml.read_text()
     assert "0: L1" in text and "5: S1" in text
     pngs = sorted((tmp_path / "ds" / "images").rglob("*.png"))
@@ -170,7 +178,15 @@ def test_clip_polygon_to_a_box() -> None:
 
 def test_level_crops_show_the_level_and_clip_its_neighbours(tmp_path: Path) -> None:
     items = [i for i in iter_buu(BUU) if i.view == "lateral"]
-    write_yolo_dataset(items, tmp_path / "ds", val_fraction=0.0, seed=2, max_side=256, level_crops=2)
+    write_yolo_dataset(
+        items,
+        tmp_path / "ds",
+        val_fraction=0.0,
+        seed=2,
+        max_side=256,
+        level_crops=2,
+        scheme=ClassScheme.LEVELS,
+    )
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     crops = [m for m in manifest if "crop" in m]
     assert len(crops) == 2 * len(items)
@@ -189,7 +205,7 @@ def test_level_crops_show_the_level_and_clip_its_neighbours(tmp_path: Path) -> N
 
 
 def test_level_crop_box_is_shared_with_the_analysis() -> None:
-    from cdss.train.datasets import level_crop_box
+    from cdss.analysis.imaging import level_crop_box
 
     upper = np.array([[0, 0], [100, 0], [100, 60], [0, 60]], float)
     lower = upper + np.array([10.0, 80.0])
@@ -210,3 +226,17 @@ def test_variety_operations_keep_shape_and_type() -> None:
         assert not np.array_equal(out, img), name
     always = VarietyAugment(p=1.0, seed=3)
     assert all(not np.array_equal(always({"img": img.copy()})["img"], img) for _ in range(10))
+
+
+def test_synthetic_images_label_every_visible_body_in_the_anatomical_scheme(tmp_path: Path) -> None:
+    from cdss.synth import write_dataset
+    from cdss.train.datasets import iter_synthetic
+
+    write_dataset(tmp_path / "a", "lumbar_lateral", count=1, seed=77, max_side=400)
+    items = list(iter_synthetic(tmp_path / "a"))
+    assert len(items) == 1 and items[0].extra["family"] == "A"
+    assert {"L1", "L5", "S1", "T12"} <= set(items[0].polygons)  # T12 is drawn, so it is labelled
+    write_yolo_dataset(items, tmp_path / "ds", val_fraction=0.0, seed=0, max_side=256)
+    lines = next((tmp_path / "ds" / "labels" / "train").glob("*.txt")).read_text().splitlines()
+    classes = sorted(int(line.split()[0]) for line in lines)
+    assert classes.count(1) == 1 and classes.count(0) >= 6  # one sacrum; L1-L5 and T12 (T11 if in view)
