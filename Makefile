@@ -23,7 +23,7 @@ export YOLO_OFFLINE := 1
 help:
 	@echo "make run    - install and start the node (DICOM AE CDSS on port 11112, admin API on 127.0.0.1:8080)"
 	@echo "make test   - install the test peers and run the whole suite (as CI does)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff, the import-layer contract (lint-imports) and mypy"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"cdss needs Python 3.11, found {sys.version}"'
@@ -66,9 +66,13 @@ viewer:
 test: test-venv peers viewer
 	CDSS_REQUIRE_PEERS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff (style), lint-imports (the layer contract in pyproject.toml: no circles, nothing imports a
+# higher layer, training/synthesis never inside the node) and mypy over cdss/.
 lint: test-venv
 	$(BIN)/ruff check cdss tests bench
 	$(BIN)/ruff format --check cdss tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: venv
 	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -11,7 +11,9 @@ import contextlib
 import logging
 import sys
 import traceback
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any, TextIO
 
 import structlog
 
@@ -32,7 +34,9 @@ PHI_KEYS = frozenset(
 )
 
 
-def _redact_phi(_logger: object, _name: str, event_dict: dict) -> dict:
+def _redact_phi(
+    _logger: object, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in PHI_KEYS.intersection(event_dict):
         event_dict[key] = "<redacted>"
     return event_dict
@@ -55,11 +59,11 @@ class _StderrLogger:
     log = debug = info = warning = warn = error = critical = exception = fatal = failure = err = msg
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """A logging handler bound to the current ``sys.stderr`` (same reason as :class:`_StderrLogger`)."""
 
-    @property  # type: ignore[override]
-    def stream(self) -> object:
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
@@ -115,7 +119,8 @@ def configure_logging(level: str = "INFO", json_output: bool = False) -> None:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger
 
 
 def exception_frames(exc: BaseException, depth: int = 6) -> list[str]:

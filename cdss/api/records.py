@@ -30,6 +30,9 @@ from cdss.api.schemas import (
 from cdss.db.models import AuditEvent, Delivery, DeliveryState, Instance, Job, JobState, Result, Series, Study
 from cdss.jobs.summary import JobSummary
 
+#: A SELECT of any columns (the record queries add columns and filters step by step).
+AnySelect = Select[*tuple[Any, ...]]
+
 __all__ = [
     "RecordFilter",
     "list_deliveries",
@@ -76,7 +79,7 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def _time_range(stmt: Select[Any], column: Any, flt: RecordFilter) -> Select[Any]:
+def _time_range(stmt: AnySelect, column: Any, flt: RecordFilter) -> AnySelect:
     """``since <= column < until`` for the bounds ``flt`` sets (UTC)."""
     if flt.since is not None:
         stmt = stmt.where(column >= _utc(flt.since))
@@ -92,14 +95,14 @@ def summary_text(summary: dict[str, Any] | None) -> str | None:
 
 
 def _page(
-    session: Session, stmt: Select[Any], count_of: Select[Any], limit: int, offset: int
+    session: Session, stmt: AnySelect, count_of: AnySelect, limit: int, offset: int
 ) -> tuple[int, list[Any]]:
     total = int(session.execute(count_of).scalar_one())
     rows = list(session.execute(stmt.limit(limit).offset(offset)).all())
     return total, rows
 
 
-def _count(stmt: Select[Any]) -> Select[Any]:
+def _count(stmt: AnySelect) -> AnySelect:
     return select(func.count()).select_from(stmt.order_by(None).subquery())
 
 
@@ -155,8 +158,8 @@ def _finding_condition(text: str) -> Any:
     return func.lower(cast(Job.summary, Text)).contains(text.lower(), autoescape=True)
 
 
-def _study_select(flt: RecordFilter) -> Select[Any]:
-    stmt = select(Study, _status_expression().label("status"))
+def _study_select(flt: RecordFilter) -> AnySelect:
+    stmt: AnySelect = select(Study, _status_expression().label("status"))
     if flt.study_id is not None:
         stmt = stmt.where(Study.id == flt.study_id)
     stmt = _time_range(stmt, Study.created_at, flt)
@@ -201,8 +204,9 @@ def _study_outs(session: Session, rows: Sequence[Any]) -> list[StudyOut]:
         .where(Series.study_id.in_(ids))
     ):
         counts[study_id] += 1
-        if modality or series_modality:
-            modalities[study_id].add(modality or series_modality)
+        shown = modality or series_modality
+        if shown:
+            modalities[study_id].add(shown)
         aes[study_id].add(ae)
     findings: dict[int, list[FindingOut]] = defaultdict(list)
     for job, study_id in session.execute(
@@ -253,8 +257,8 @@ def list_studies(session: Session, flt: RecordFilter, limit: int, offset: int) -
 
 
 # ------------------------------------------------------------------ instances
-def _instance_select(flt: RecordFilter) -> Select[Any]:
-    stmt = (
+def _instance_select(flt: RecordFilter) -> AnySelect:
+    stmt: AnySelect = (
         select(
             Instance,
             Series.series_instance_uid,
@@ -283,7 +287,7 @@ def _instance_select(flt: RecordFilter) -> Select[Any]:
     return stmt.order_by(Instance.received_at.desc(), Instance.id.desc())
 
 
-def _study_filters(stmt: Select[Any], flt: RecordFilter) -> Select[Any]:
+def _study_filters(stmt: AnySelect, flt: RecordFilter) -> AnySelect:
     if flt.patient_id is not None:
         stmt = stmt.where(Study.patient_id == flt.patient_id)
     if flt.accession is not None:
@@ -332,8 +336,8 @@ def list_instances(
 
 
 # ------------------------------------------------------------------ jobs
-def _job_select(flt: RecordFilter) -> Select[Any]:
-    stmt = (
+def _job_select(flt: RecordFilter) -> AnySelect:
+    stmt: AnySelect = (
         select(
             Job,
             Instance.calling_ae_title,
@@ -404,8 +408,8 @@ def get_job(session: Session, job_id: int) -> JobOut | None:
 
 
 # ------------------------------------------------------------------ results
-def _result_select(flt: RecordFilter) -> Select[Any]:
-    stmt = (
+def _result_select(flt: RecordFilter) -> AnySelect:
+    stmt: AnySelect = (
         select(Result, Job.analysis, Study.study_instance_uid, Study.accession_number, Study.patient_id)
         .join(Job, Result.job_id == Job.id)
         .join(Instance, Job.instance_id == Instance.id)
@@ -452,8 +456,8 @@ def list_results(session: Session, flt: RecordFilter, limit: int, offset: int) -
 
 
 # ------------------------------------------------------------------ deliveries
-def _delivery_select(flt: RecordFilter, delivery_id: int | None = None) -> Select[Any]:
-    stmt = (
+def _delivery_select(flt: RecordFilter, delivery_id: int | None = None) -> AnySelect:
+    stmt: AnySelect = (
         select(
             Delivery,
             Result.kind,

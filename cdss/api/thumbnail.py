@@ -60,8 +60,8 @@ def render_thumbnail(session: Session, settings: Settings, job_id: int, size: in
     results = session.execute(
         select(Result.kind, Result.spool_key).where(Result.job_id == job_id, Result.kind.in_(["GSPS", "SEG"]))
     ).all()
-    gsps = []
-    segs = []
+    gsps: list[pydicom.Dataset] = []
+    segs: list[pydicom.Dataset] = []
     for kind, key in results:
         try:
             (gsps if kind == "GSPS" else segs).append(_read(spool, key))

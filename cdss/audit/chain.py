@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from enum import Enum
 from typing import Any
 
 __all__ = ["GENESIS_HASH", "canonical", "chain_hash"]
@@ -49,7 +50,7 @@ def canonical(fields: dict[str, Any]) -> bytes:
         value = fields.get(name)
         if isinstance(value, dt.datetime):
             value = _iso(value)
-        elif hasattr(value, "value") and not isinstance(value, (str, int)):  # enums
+        elif isinstance(value, Enum) and not isinstance(value, (str, int)):  # plain enums
             value = value.value
         data[name] = value
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()

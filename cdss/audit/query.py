@@ -105,7 +105,7 @@ def _where(stmt: Select[Any], flt: AuditFilter) -> Select[Any]:
     return stmt
 
 
-def select_events(flt: AuditFilter, *, newest_first: bool = False) -> Select[tuple[AuditEvent]]:
+def select_events(flt: AuditFilter, *, newest_first: bool = False) -> Select[AuditEvent]:
     """``SELECT`` of the matching events in chain order (or newest first)."""
     order = AuditEvent.seq.desc() if newest_first else AuditEvent.seq
     return _where(select(AuditEvent), flt).order_by(order)

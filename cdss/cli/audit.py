@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import typer
 
 from cdss.config import ConfigError, Settings, load_settings
+from cdss.db import Database
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
@@ -32,9 +33,7 @@ def _settings(config: Path | None) -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _db(settings: Settings):  # type: ignore[no-untyped-def]
-    from cdss.db import Database
-
+def _db(settings: Settings) -> Database:
     return Database(settings.database.url, pool_size=2)
 
 
@@ -101,7 +100,7 @@ def verify(
         _record_use(
             db,
             "audit chain verified from the command line: "
-            + ("ok" if report.ok else f"FAILED at seq {report.problem.seq}"),  # type: ignore[union-attr]
+            + ("ok" if report.problem is None else f"FAILED at seq {report.problem.seq}"),
             {"verify": report.as_dict()},
         )
     finally:

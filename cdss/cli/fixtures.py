@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import (
@@ -97,7 +98,7 @@ def generate_cmd(
     with _progress() as progress:
         task = progress.add_task(f"{kind.value} ({variant.value})", total=count)
 
-        def tick(w) -> None:  # type: ignore[no-untyped-def]
+        def tick(w: Any) -> None:
             times.append(w.seconds)
             progress.advance(task)
 

@@ -102,7 +102,7 @@ def train_cervical_cmd(
     ),
 ) -> None:
     """Train the cervical foraminal stenosis model (ROI detector, STN, ResNet50 or lighter) — seed 004."""
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
     from cdss.logs import configure_logging
     from cdss.train.cervical import CervicalTrainConfig, train_cervical
@@ -141,7 +141,7 @@ def train_cervical_cmd(
     )
     console.print(f"[bold]Training cervical stenosis[/bold] (stage {stage.value}) on {data} → {out}")
     with Progress(console=console, transient=True) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def tick(name: str, i: int, n: int) -> None:
             if name not in tasks:

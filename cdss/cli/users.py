@@ -5,10 +5,12 @@ from __future__ import annotations
 import getpass
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from cdss.config import ConfigError, load_settings
+from cdss.db import Database
 from cdss.db.models import Role
 
 app = typer.Typer(help="API tokens (admin: act and read; auditor: read).", no_args_is_help=True)
@@ -16,9 +18,7 @@ app = typer.Typer(help="API tokens (admin: act and read; auditor: read).", no_ar
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration file (default: $CDSS_CONFIG).")
 
 
-def _db(config: Path | None):  # type: ignore[no-untyped-def]
-    from cdss.db import Database
-
+def _db(config: Path | None) -> Database:
     try:
         settings = load_settings(config)
     except ConfigError as exc:
@@ -69,7 +69,7 @@ def list_(
     db = _db(config)
     try:
         with db.session() as session:
-            rows = [
+            rows: list[dict[str, Any]] = [
                 {
                     "name": t.name,
                     "role": t.role.value,

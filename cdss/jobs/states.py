@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from cdss.audit import Action, EventID, Outcome, record_event
@@ -203,7 +203,7 @@ def extend_lease(
             .values(lease_expires_at=_lease_until(now, lease_s))
             .execution_options(synchronize_session=False)
         )
-        return bool(res.rowcount)
+        return bool(cast(CursorResult[Any], res).rowcount)
 
 
 def guard_lease(session: Session, job_id: int, owner: str) -> Job:
@@ -278,7 +278,7 @@ def defer_job(
             )
             .execution_options(synchronize_session=False)
         )
-        return bool(res.rowcount)
+        return bool(cast(CursorResult[Any], res).rowcount)
 
 
 def audit_job(

@@ -25,6 +25,7 @@ from io import BytesIO
 
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from cdss.config import Settings
@@ -84,10 +85,10 @@ def file_bytes(validated: ValidatedDataset, raw: bytes, transfer_syntax: str) ->
     the same bytes and the same spool key.
     """
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = validated.sop_class_uid
-    meta.MediaStorageSOPInstanceUID = validated.sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.MediaStorageSOPClassUID = UID(validated.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(validated.sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     buffer = BytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]

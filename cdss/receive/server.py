@@ -31,6 +31,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 from sqlalchemy.exc import SQLAlchemyError
@@ -240,7 +241,7 @@ class _AssociationServer(ThreadedAssociationServer):
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
-        return self.socket.accept()  # type: ignore[return-value]
+        return self.socket.accept()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         if self.tls_context is not None:
@@ -336,7 +337,7 @@ class Receiver:
         ae.add_supported_context(VERIFICATION_SOP_CLASS, list(self.syntaxes.accepted))
         for sop_class in STORAGE_SOP_CLASSES:
             ae.add_supported_context(sop_class, list(self.syntaxes.accepted))
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ESTABLISHED, self._on_established),
@@ -400,6 +401,7 @@ class Receiver:
     def _on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
         rq = assoc.requestor.primitive
+        assert rq is not None  # the A-ASSOCIATE-RQ that raised this event
         calling = _sanitize(str(rq.calling_ae_title or ""))
         called = _sanitize(str(rq.called_ae_title or ""))
         address = assoc.requestor.address
@@ -469,7 +471,7 @@ class Receiver:
                     },
                 )
         except SQLAlchemyError as exc:
-            log.error("audit_unavailable", event="security_alert", error=type(exc).__name__)
+            log.error("audit_unavailable", audit_event="security_alert", error=type(exc).__name__)
 
     def _on_established(self, event: evt.Event) -> None:
         assoc = event.assoc
@@ -503,6 +505,7 @@ class Receiver:
         self._reset_message_counter(event)
         assoc = event.assoc
         request = event.request
+        assert isinstance(request, C_STORE)  # EVT_C_STORE carries the C-STORE-RQ
         item = ReceivedDataset(
             raw=event.encoded_dataset(include_meta=False),
             transfer_syntax=str(event.context.transfer_syntax),

@@ -25,7 +25,7 @@ from pydicom.uid import (
     MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
     SecondaryCaptureImageStorage,
 )
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import uid_to_sop_class
 
 __all__ = [
     "COMPRESSED_CANDIDATES",
@@ -49,7 +49,7 @@ STORAGE_SOP_CLASSES: dict[str, str] = {
     )
 }
 
-VERIFICATION_SOP_CLASS = str(Verification)
+VERIFICATION_SOP_CLASS = str(uid_to_sop_class("1.2.840.10008.1.1"))  # Verification SOP Class
 
 #: Uncompressed syntaxes: always accepted (pydicom reads them natively; deflate uses zlib).
 NATIVE_TRANSFER_SYNTAXES: tuple[str, ...] = (
@@ -100,7 +100,7 @@ def decoder_status(transfer_syntax: str) -> tuple[bool, str]:
         return False, f"decoder lookup failed ({type(exc).__name__})"
     if decoder.is_available:
         return True, "plugins: " + ", ".join(sorted(decoder.available_plugins))
-    missing = "; ".join(f"{name}: {', '.join(deps)}" for name, deps in decoder.missing_dependencies.items())
+    missing = "; ".join(decoder.missing_dependencies)  # e.g. "gdcm - requires gdcm>=3.0.10"
     return False, f"no decoder plugin installed ({missing})" if missing else "no decoder plugin installed"
 
 

@@ -198,7 +198,7 @@ def verify(
             event=EventID.AUDIT_LOG_USED,
             results=report.events,
             description="audit chain verified: "
-            + ("ok" if report.ok else f"FAILED at seq {report.problem.seq}"),  # type: ignore[union-attr]
+            + ("ok" if report.problem is None else f"FAILED at seq {report.problem.seq}"),
             detail={"verify": report.as_dict()},
         )
     return VerifyOut.model_validate(report.as_dict())

@@ -79,7 +79,9 @@ def _respond(
             principal,
             results=len(items),
             description=f"search {name} ({len(items)} of {total})",
-            **flt.participants(),
+            study_instance_uid=flt.study_uid,
+            patient_id=flt.patient_id,
+            accession_number=flt.accession,
         )
     if page.format is ExportFormat.CSV:
         return csv_response(items, item_model, total=total, filename=f"cdss-{name}.csv")

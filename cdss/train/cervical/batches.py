@@ -22,6 +22,11 @@ def training_batch(
         xs.append(x)
         angles.append(a)
         aspects.append(r)
-    x = torch.from_numpy(np.stack(xs)[:, None])
-    y = torch.from_numpy(cache.labels[idx].astype(np.float32))
-    return x, y, torch.tensor(angles, dtype=torch.float32), torch.tensor(aspects, dtype=torch.float32)
+    inputs = torch.from_numpy(np.stack(xs)[:, None])
+    labels = torch.from_numpy(cache.labels[idx].astype(np.float32))
+    return (
+        inputs,
+        labels,
+        torch.tensor(angles, dtype=torch.float32),
+        torch.tensor(aspects, dtype=torch.float32),
+    )

@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -105,6 +106,12 @@ def spine_slope_deg(vertebrae: dict[str, dict]) -> float | None:
     return float(-math.degrees(math.atan(a)))
 
 
+def _box(values: list[Any]) -> tuple[float, float, float, float]:
+    """``(col0, row0, col1, row1)`` as floats from four JSON / CSV values."""
+    c0, r0, c1, r1 = (float(v) for v in values)
+    return (c0, r0, c1, r1)
+
+
 def _synthetic(data: Path) -> list[Sample]:
     samples = []
     for js in sorted(data.rglob("*.json")):
@@ -126,7 +133,7 @@ def _synthetic(data: Path) -> list[Sample]:
                 image=dcm,
                 laterality=Laterality(cerv["laterality"]),
                 label=1 if cerv["label"] == "abnormal" else 0,
-                roi=tuple(float(v) for v in cerv["roi"]),  # type: ignore[arg-type]
+                roi=_box(cerv["roi"]),
                 slope_deg=slope,
                 variant=str(truth.get("variant", "standard")),
                 key=js.stem,
@@ -174,10 +181,10 @@ def _site(csv_path: Path) -> list[Sample]:
             roi = None
             if all(row.get(k) for k in ("x0", "y0", "x1", "y1")):
                 try:
-                    roi = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+                    roi = _box([row[k] for k in ("x0", "y0", "x1", "y1")])
                 except ValueError as exc:
                     raise CervicalDataError(f"{csv_path}:{n}: box values must be numbers ({exc})") from exc
-            samples.append(Sample(path, Laterality(lat), label, roi, None, "site", path.stem))  # type: ignore[arg-type]
+            samples.append(Sample(path, Laterality(lat), label, roi, None, "site", path.stem))
     return samples
 
 

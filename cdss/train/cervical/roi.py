@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,7 +56,7 @@ def _roi_dataset(
     with_roi_val = [int(i) for i in val_idx if samples[int(i)].roi is not None]
     n_train = min(len(with_roi_train), cfg.roi_max_images)
     n_val = min(len(with_roi_val), max(20, cfg.roi_max_images // 6))
-    picks = {
+    picks: dict[str, Any] = {
         "train": rng.choice(with_roi_train, n_train, replace=False) if n_train else [],
         "val": rng.choice(with_roi_val, n_val, replace=False) if n_val else [],
     }
@@ -68,7 +69,8 @@ def _roi_dataset(
             rows, cols = img.shape
             small = resize_longest(img, cfg.roi_input_side)
             cv2.imwrite(str(root / "images" / split / f"{s.key}.png"), small)
-            c0, r0, c1, r1 = s.roi  # type: ignore[misc]
+            assert s.roi is not None  # only samples with a box were picked
+            c0, r0, c1, r1 = s.roi
             # pixel-centre box → edge coordinates, normalised by the source size
             x0, y0, x1, y1 = (c0 + 0.5) / cols, (r0 + 0.5) / rows, (c1 + 0.5) / cols, (r1 + 0.5) / rows
             cls = 0 if s.laterality.value == "L" else 1
