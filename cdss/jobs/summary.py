@@ -310,7 +310,7 @@ class JobSummary:
                     for lv in result.levels
                 ),
             )
-        else:
+        elif isinstance(result, CervicalResult):
             cervical = CervicalSummary(
                 laterality=result.laterality.value,
                 probability=round(float(result.probability), 4),
