@@ -1,4 +1,7 @@
-"""Queries behind the record endpoints: filters, pagination with totals, a study's history.
+"""Queries behind the record endpoints: filters and pagination with totals.
+
+Rows become response models in :mod:`cdss.api.mapping`; a study's merged history is
+:mod:`cdss.api.history`.
 
 Every list is newest first (then by id, so pages are stable). Filters are exact matches unless
 documented otherwise; ``finding`` is a case-insensitive substring of the job's JSON summary.
@@ -15,20 +18,17 @@ from typing import Any
 from sqlalchemy import Select, Text, and_, case, cast, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from cdss.api.mapping import delivery_out, instance_out, job_out, result_out, summary_text
 from cdss.api.schemas import (
-    AuditEventOut,
     DeliveryOut,
     FindingOut,
     InstanceOut,
     JobOut,
     ResultOut,
-    StudyHistory,
     StudyOut,
     StudyStatus,
-    TimelineEntry,
 )
-from cdss.db.models import AuditEvent, Delivery, DeliveryState, Instance, Job, JobState, Result, Series, Study
-from cdss.jobs.summary import JobSummary
+from cdss.db.models import Delivery, DeliveryState, Instance, Job, JobState, Result, Series, Study
 
 #: A SELECT of any columns (the record queries add columns and filters step by step).
 AnySelect = Select[*tuple[Any, ...]]
@@ -40,8 +40,6 @@ __all__ = [
     "list_jobs",
     "list_results",
     "list_studies",
-    "study_history",
-    "summary_text",
 ]
 
 
@@ -86,12 +84,6 @@ def _time_range(stmt: AnySelect, column: Any, flt: RecordFilter) -> AnySelect:
     if flt.until is not None:
         stmt = stmt.where(column < _utc(flt.until))
     return stmt
-
-
-def summary_text(summary: dict[str, Any] | None) -> str | None:
-    """One human-readable line from a stored job summary (:meth:`cdss.jobs.summary.JobSummary.text`)."""
-    parsed = JobSummary.from_json(summary)
-    return None if parsed is None else parsed.text()
 
 
 def _page(
@@ -299,40 +291,12 @@ def _study_filters(stmt: AnySelect, flt: RecordFilter) -> AnySelect:
     return stmt
 
 
-def _instance_out(row: Any) -> InstanceOut:
-    inst: Instance = row.Instance
-    return InstanceOut(
-        id=inst.id,
-        sop_instance_uid=inst.sop_instance_uid,
-        sop_class_uid=inst.sop_class_uid,
-        series_instance_uid=row.series_instance_uid,
-        study_id=row.study_id,
-        study_instance_uid=row.study_instance_uid,
-        accession_number=row.accession_number,
-        patient_id=row.patient_id,
-        transfer_syntax_uid=inst.transfer_syntax_uid,
-        size_bytes=inst.size_bytes,
-        calling_ae_title=inst.calling_ae_title,
-        called_ae_title=inst.called_ae_title,
-        peer_address=inst.peer_address,
-        received_at=inst.received_at,
-        modality=inst.modality,
-        body_part_examined=inst.body_part_examined,
-        view_position=inst.view_position,
-        laterality=inst.laterality,
-        photometric_interpretation=inst.photometric_interpretation,
-        rows=inst.rows,
-        columns=inst.columns,
-        instance_number=inst.instance_number,
-    )
-
-
 def list_instances(
     session: Session, flt: RecordFilter, limit: int, offset: int
 ) -> tuple[int, list[InstanceOut]]:
     stmt = _instance_select(flt)
     total, rows = _page(session, stmt, _count(stmt), limit, offset)
-    return total, [_instance_out(r) for r in rows]
+    return total, [instance_out(r) for r in rows]
 
 
 # ------------------------------------------------------------------ jobs
@@ -368,43 +332,15 @@ def _job_select(flt: RecordFilter) -> AnySelect:
     return stmt.order_by(Job.created_at.desc(), Job.id.desc())
 
 
-def _job_out(row: Any) -> JobOut:
-    job: Job = row.Job
-    return JobOut(
-        id=job.id,
-        instance_id=job.instance_id,
-        study_id=row.study_id,
-        study_instance_uid=row.study_instance_uid,
-        accession_number=row.accession_number,
-        patient_id=row.patient_id,
-        calling_ae_title=row.calling_ae_title,
-        modality=row.modality,
-        state=job.state,
-        analysis=job.analysis,
-        route_reason=job.route_reason,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        next_run_at=job.next_run_at,
-        last_error=job.last_error,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        duration_s=job.duration_s,
-        summary=job.summary,
-        summary_text=summary_text(job.summary),
-    )
-
-
 def list_jobs(session: Session, flt: RecordFilter, limit: int, offset: int) -> tuple[int, list[JobOut]]:
     stmt = _job_select(flt)
     total, rows = _page(session, stmt, _count(stmt), limit, offset)
-    return total, [_job_out(r) for r in rows]
+    return total, [job_out(r) for r in rows]
 
 
 def get_job(session: Session, job_id: int) -> JobOut | None:
     row = session.execute(_job_select(RecordFilter(job_id=job_id))).first()
-    return None if row is None else _job_out(row)
+    return None if row is None else job_out(row)
 
 
 # ------------------------------------------------------------------ results
@@ -429,30 +365,10 @@ def _result_select(flt: RecordFilter) -> AnySelect:
     return stmt.order_by(Result.created_at.desc(), Result.id.desc())
 
 
-def _result_out(row: Any) -> ResultOut:
-    res: Result = row.Result
-    return ResultOut(
-        id=res.id,
-        job_id=res.job_id,
-        kind=res.kind,
-        sop_class_uid=res.sop_class_uid,
-        sop_instance_uid=res.sop_instance_uid,
-        series_instance_uid=res.series_instance_uid,
-        size_bytes=res.size_bytes,
-        model_name=res.model_name,
-        model_version=res.model_version,
-        created_at=res.created_at,
-        study_instance_uid=row.study_instance_uid,
-        accession_number=row.accession_number,
-        patient_id=row.patient_id,
-        analysis=row.analysis,
-    )
-
-
 def list_results(session: Session, flt: RecordFilter, limit: int, offset: int) -> tuple[int, list[ResultOut]]:
     stmt = _result_select(flt)
     total, rows = _page(session, stmt, _count(stmt), limit, offset)
-    return total, [_result_out(r) for r in rows]
+    return total, [result_out(r) for r in rows]
 
 
 # ------------------------------------------------------------------ deliveries
@@ -489,194 +405,17 @@ def _delivery_select(flt: RecordFilter, delivery_id: int | None = None) -> AnySe
     return stmt.order_by(Delivery.created_at.desc(), Delivery.id.desc())
 
 
-def _delivery_out(row: Any) -> DeliveryOut:
-    d: Delivery = row.Delivery
-    return DeliveryOut(
-        id=d.id,
-        result_id=d.result_id,
-        job_id=row.job_id,
-        kind=row.kind,
-        destination=d.destination,
-        ae_title=d.ae_title,
-        host=d.host,
-        port=d.port,
-        state=d.state,
-        attempts=d.attempts,
-        max_attempts=d.max_attempts,
-        next_attempt_at=d.next_attempt_at,
-        last_status=d.last_status,
-        last_error=d.last_error,
-        created_at=d.created_at,
-        delivered_at=d.delivered_at,
-        study_instance_uid=row.study_instance_uid,
-        accession_number=row.accession_number,
-        patient_id=row.patient_id,
-    )
-
-
 def list_deliveries(
     session: Session, flt: RecordFilter, limit: int, offset: int
 ) -> tuple[int, list[DeliveryOut]]:
     stmt = _delivery_select(flt)
     total, rows = _page(session, stmt, _count(stmt), limit, offset)
-    return total, [_delivery_out(r) for r in rows]
+    return total, [delivery_out(r) for r in rows]
 
 
 def get_delivery(session: Session, delivery_id: int) -> DeliveryOut | None:
     row = session.execute(_delivery_select(RecordFilter(), delivery_id)).first()
-    return None if row is None else _delivery_out(row)
-
-
-# ------------------------------------------------------------------ history
-def _audit_out(row: AuditEvent) -> AuditEventOut:
-    return AuditEventOut.model_validate(row)
-
-
-_JOB_END_STAGE = {
-    JobState.SUCCEEDED: "analysed",
-    JobState.NOT_APPLICABLE: "not_applicable",
-    JobState.DEAD: "failed",
-}
-
-
-def study_history(session: Session, study_id: int) -> StudyHistory | None:
-    """The whole story of one study: records, audit events and a merged timeline."""
-    _, studies = list_studies(session, RecordFilter(study_id=study_id), 1, 0)
-    if not studies:
-        return None
-    study = studies[0]
-    flt = RecordFilter(study_id=study_id)
-    big = 100_000
-    _, instances = list_instances(session, flt, big, 0)
-    _, jobs = list_jobs(session, flt, big, 0)
-    _, results = list_results(session, flt, big, 0)
-    _, deliveries = list_deliveries(session, flt, big, 0)
-    instances.reverse()
-    jobs.reverse()
-    results.reverse()
-    deliveries.reverse()
-    conditions = [AuditEvent.study_instance_uid == study.study_instance_uid]
-    if study.accession_number:
-        conditions.append(
-            and_(
-                AuditEvent.accession_number == study.accession_number, AuditEvent.study_instance_uid.is_(None)
-            )
-        )
-    events = [
-        _audit_out(e)
-        for e in session.execute(
-            select(AuditEvent).where(or_(*conditions)).order_by(AuditEvent.seq)
-        ).scalars()
-    ]
-    timeline: list[TimelineEntry] = []
-    for inst in instances:
-        timeline.append(
-            TimelineEntry(
-                at=inst.received_at,
-                stage="received",
-                description=f"instance {inst.id} ({inst.modality or '?'}) received from {inst.calling_ae_title}",
-                ref_type="instance",
-                ref_id=inst.id,
-            )
-        )
-    for job in jobs:
-        timeline.append(
-            TimelineEntry(
-                at=job.created_at,
-                stage="analysis_queued",
-                description=f"job {job.id} queued for instance {job.instance_id}",
-                ref_type="job",
-                ref_id=job.id,
-            )
-        )
-        if job.started_at is not None:
-            timeline.append(
-                TimelineEntry(
-                    at=job.started_at,
-                    stage="analysis_started",
-                    description=f"job {job.id} started ({job.analysis or 'routing'}, attempt {job.attempts})",
-                    ref_type="job",
-                    ref_id=job.id,
-                )
-            )
-        if job.finished_at is not None and job.state in _JOB_END_STAGE:
-            what = job.summary_text or job.last_error or job.state.value
-            timeline.append(
-                TimelineEntry(
-                    at=job.finished_at,
-                    stage=_JOB_END_STAGE[job.state],
-                    description=f"job {job.id} {job.state.value}: {what}",
-                    ref_type="job",
-                    ref_id=job.id,
-                )
-            )
-    for res in results:
-        timeline.append(
-            TimelineEntry(
-                at=res.created_at,
-                stage="result_created",
-                description=f"{res.kind} {res.id} created by {res.model_name} {res.model_version}",
-                ref_type="result",
-                ref_id=res.id,
-            )
-        )
-    for d in deliveries:
-        timeline.append(
-            TimelineEntry(
-                at=d.created_at,
-                stage="delivery_queued",
-                description=f"{d.kind} to {d.destination} ({d.ae_title}) queued",
-                ref_type="delivery",
-                ref_id=d.id,
-            )
-        )
-        if d.delivered_at is not None:
-            timeline.append(
-                TimelineEntry(
-                    at=d.delivered_at,
-                    stage="delivered",
-                    description=f"{d.kind} delivered to {d.destination} (status 0x{(d.last_status or 0):04X})",
-                    ref_type="delivery",
-                    ref_id=d.id,
-                )
-            )
-        elif d.state is DeliveryState.DEAD:
-            timeline.append(
-                TimelineEntry(
-                    at=d.next_attempt_at,
-                    stage="delivery_failed",
-                    description=f"{d.kind} to {d.destination} dead after {d.attempts} attempts: {d.last_error or ''}",
-                    ref_type="delivery",
-                    ref_id=d.id,
-                )
-            )
-    for e in events:
-        timeline.append(
-            TimelineEntry(
-                at=e.occurred_at,
-                stage="audit",
-                description=f"{e.event_name} ({e.event_id}{'/' + e.event_type if e.event_type else ''}, "
-                f"{e.action}, outcome {e.outcome}) by {e.user or '-'}: {e.description}",
-                ref_type="audit_event",
-                ref_id=e.seq,
-            )
-        )
-    order = {"instance": 0, "job": 1, "result": 2, "delivery": 3, "audit_event": 4}
-    timeline.sort(key=lambda t: (t.at, order[t.ref_type], t.ref_id))
-    finished = [j.finished_at for j in jobs if j.finished_at is not None]
-    delivered = [d.delivered_at for d in deliveries if d.delivered_at is not None]
-    return StudyHistory(
-        study=study,
-        received_at=min((i.received_at for i in instances), default=None),
-        analysed_at=max(finished, default=None),
-        delivered_at=max(delivered, default=None),
-        instances=instances,
-        jobs=jobs,
-        results=results,
-        deliveries=deliveries,
-        audit_events=events,
-        timeline=timeline,
-    )
+    return None if row is None else delivery_out(row)
 
 
 def study_ids_by_accession(session: Session, accession: str) -> list[int]:

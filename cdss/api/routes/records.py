@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from cdss.api import records
 from cdss.api.auth import Reader, audit_read
 from cdss.api.export import CSV_RESPONSES, ExportFormat, csv_response
+from cdss.api.history import study_history
 from cdss.api.params import (
     TEXT_PATTERN,
     Accession,
@@ -144,7 +145,7 @@ def history_by_accession(
     db = request.app.state.db
     with db.session() as session:
         ids = records.study_ids_by_accession(session, accession)
-        histories = [h for h in (records.study_history(session, i) for i in ids) if h is not None]
+        histories = [h for h in (study_history(session, i) for i in ids) if h is not None]
         audit_read(
             session,
             request,
@@ -196,7 +197,7 @@ def get_history(request: Request, principal: Reader, study_id: Id) -> Any:
     """Every instance, job, result, delivery and audit event of the study, plus a merged timeline."""
     db = request.app.state.db
     with db.session() as session:
-        history = records.study_history(session, study_id)
+        history = study_history(session, study_id)
         audit_read(
             session,
             request,
