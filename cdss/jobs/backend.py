@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from cdss.config import JobBackend as BackendName
 from cdss.config import JobSettings
 from cdss.db import Database
+from cdss.jobs.celery_backend import CeleryBackend
 from cdss.jobs.runner import Heartbeat, JobProcessor, JobRunner
 from cdss.logs import exception_frames, get_logger
 
@@ -180,8 +181,6 @@ def create_backend(
     the pipeline); ``cdss serve`` only publishes.
     """
     if settings.backend == BackendName.CELERY:
-        from cdss.jobs.celery_backend import CeleryBackend
-
         return CeleryBackend(settings, db)
     if processor is None and settings.workers > 0:
         raise ValueError("the local job backend needs a processor (the pipeline) when jobs.workers > 0")
