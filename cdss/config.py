@@ -372,6 +372,11 @@ class ModelSettings(_Section):
         None, ge=0, le=1, description="Probability threshold for 'abnormal'; empty = the model card's."
     )
     torch_threads: int = Field(0, ge=0, description="CPU threads for inference (0 = all cores).")
+    ultralytics_dir: Path | None = Field(
+        None,
+        description="Directory for Ultralytics' settings, fonts and run folders (it never downloads "
+        "anything); empty = `<tmp>/cdss-ultralytics-<uid>`.",
+    )
 
 
 class ResultSettings(_Section):

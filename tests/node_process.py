@@ -212,7 +212,6 @@ class NodeProcess:
     def _spawn(self, command: str, log: Any, *args: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env.setdefault("YOLO_OFFLINE", "1")
-        env.setdefault("YOLO_CONFIG_DIR", str(self.workdir / "yolo"))
         for key in list(env):
             if key.startswith("CDSS_") and key != "CDSS_REQUIRE_PEERS":
                 env.pop(key)

@@ -8,8 +8,9 @@ model is constructed from a hub name such as ``"yolo11n-seg.pt"``. A clinical no
 of that. :func:`ultralytics` prepares the environment *before* the first import:
 
 * ``YOLO_OFFLINE=1`` (the import-time probe returns "offline" without touching the network);
-* ``YOLO_CONFIG_DIR`` → a private directory (``$CDSS_YOLO_CONFIG_DIR`` if the operator set it,
-  else ``<tmp>/cdss-ultralytics-<uid>``) so nothing is written to ``~/.config``;
+* ``YOLO_CONFIG_DIR`` → a private directory (``[models] ultralytics_dir`` of the settings, i.e.
+  ``CDSS_MODELS_ULTRALYTICS_DIR``, or the directory given to :func:`configure`; else
+  ``<tmp>/cdss-ultralytics-<uid>``) so nothing is written to ``~/.config``;
 * settings ``sync`` and every third-party logger integration off; ``runs_dir`` /
   ``weights_dir`` / ``datasets_dir`` inside that directory;
 * ``check_font`` replaced by a local lookup (matplotlib's bundled DejaVu Sans);
@@ -31,7 +32,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["ARCHITECTURES", "UltralyticsSetupError", "build_yolo", "config_dir", "load_yolo", "ultralytics"]
+from cdss.config import load_settings
+
+__all__ = [
+    "ARCHITECTURES",
+    "UltralyticsSetupError",
+    "build_yolo",
+    "config_dir",
+    "configure",
+    "load_yolo",
+    "ultralytics",
+]
 
 #: Architectures cdss trains (name → bundled Ultralytics model YAML).
 ARCHITECTURES: dict[str, str] = {
@@ -43,16 +54,33 @@ ARCHITECTURES: dict[str, str] = {
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
+_directory: Path | None = None
 
 
 class UltralyticsSetupError(RuntimeError):
     """Ultralytics cannot be used as requested (unknown architecture, missing weights file, ...)."""
 
 
+def configure(directory: Path | None) -> None:
+    """Use ``directory`` (``settings.models.ultralytics_dir``) for Ultralytics' files.
+
+    Call before the first :func:`ultralytics` (the node does, with its effective settings);
+    later calls do not move a setup that already ran.
+    """
+    global _directory
+    with _lock:
+        _directory = None if directory is None else Path(directory)
+
+
 def config_dir() -> Path:
-    """Directory that Ultralytics uses for its settings, fonts and default run folders."""
-    explicit = os.environ.get("CDSS_YOLO_CONFIG_DIR")
-    if explicit:
+    """Directory that Ultralytics uses for its settings, fonts and default run folders.
+
+    The one given to :func:`configure`, else ``[models] ultralytics_dir`` of
+    :func:`cdss.config.load_settings` (``CDSS_MODELS_ULTRALYTICS_DIR``), else
+    ``<tmp>/cdss-ultralytics-<uid>``.
+    """
+    explicit = _directory if _directory is not None else load_settings().models.ultralytics_dir
+    if explicit is not None:
         return Path(explicit)
     return Path(tempfile.gettempdir()) / f"cdss-ultralytics-{os.getuid() if hasattr(os, 'getuid') else 0}"
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from cdss.analysis._ultralytics import configure as configure_ultralytics
 from cdss.analysis.types import CervicalResult, Laterality, LumbarResult, LumbarView, ModelInfo
 from cdss.analysis.view.classifier import ViewClassifier
 from cdss.config import Analysis, ModelSettings
@@ -45,6 +46,7 @@ class ModelRegistry:
 
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
+        configure_ultralytics(settings.ultralytics_dir)
         self._models: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
