@@ -134,7 +134,7 @@ BUILDERS: dict[str, Callable[[], tuple[Dataset, LumbarResult | CervicalResult]]]
         620,
         500,
         slips={"L3-L4": 38.0, "L4-L5": 80.0},
-        not_measured={"L5-S1": "corner fit failed the plausibility check"},
+        not_measured={"L5-S1": "implausible corner fit"},
     ),
     # Non-ASCII patient name in the source (character set copied through).
     "dx_latin1_grade3": _umlaut,

@@ -1,16 +1,19 @@
 """A real viewer: OHIF v3 shows cdss results that Orthanc serves over DICOMweb (headless Chromium).
 
-A lateral lumbar DX from the committed synthetic fixtures and the SEG, TID 1500 SR and GSPS that
-``cdss.encode.encode_results`` makes for it (from a ground-truth LumbarResult) are stored in a
+A synthetic lateral lumbar DX with a Meyerding grade II and a grade IV level and one level the
+analysis abstained on (``tests.encode_corpus`` case ``dx_grades_2_4_not_measured``), and the
+SEG, TID 1500 SR and GSPS that ``cdss.encode.encode_results`` makes for it, are stored in a
 private Orthanc with the DICOMweb plugin. ``viewer/serve.py`` serves the pinned OHIF build
 (``viewer/``, ``npm ci``) and proxies ``/dicom-web`` and ``/wado`` to Orthanc, so the browser sees
 one origin. The tests open the study in OHIF and check what the viewer really draws:
 
 * the DX renders: grey values sampled on screen follow the image (positions mapped with
   OHIF's own cornerstone image-to-screen transform);
-* the SR overlay displays: one label per vertebra group, and the vertebra outlines from the
-  result are drawn where they belong (coloured pixels along each outline that the plain image
-  render does not have);
+* the SR overlay displays the finding on the image: every measured level's line with its level,
+  direction, slip % and Meyerding grade ("L4-L5: anterolisthesis 80.0 % - Meyerding IV"), the
+  not-measured level with its reason, one label naming each vertebra, and the vertebra outlines
+  from the result drawn where they belong (coloured pixels along each outline that the plain
+  image render does not have);
 * the SEG and the GSPS do not display in OHIF 3.13.2 — recorded as strict expected failures
   with the reason (docs/viewer.md); if an OHIF upgrade or an encoder change makes them
   display, they XPASS and fail, so the record gets updated.
@@ -34,23 +37,23 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
 from cdss.analysis.pixels import display_image
-from cdss.analysis.types import LumbarResult
+from cdss.analysis.types import LevelStatus, LumbarResult
 from cdss.config import load_settings
 from cdss.encode import EncodedObject, ResultKind, encode_results
+from cdss.encode.overlay import level_text
+from tests.encode_corpus import BUILDERS
 from tests.peers import Orthanc, free_port, require, require_binary, run_orthanc, wait_for_port
-from tests.result_factory import load_gt, lumbar_result_from_gt
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEWER = ROOT / "viewer"
 OHIF_DIST = VIEWER / "node_modules" / "@ohif" / "app" / "dist"
-SAMPLE = ROOT / "fixtures" / "samples" / "lumbar_lateral_slip_iii"  # DX, 2 graded slips
+CASE = "dx_grades_2_4_not_measured"  # grade II and IV levels, one level not measured
 SCREENSHOT = ROOT / "docs" / "images" / "ohif-lumbar.png"
 LOCAL_SCREENSHOT = ROOT / "var" / "screenshots" / "ohif-lumbar.png"
 CHROMIUM_FLAGS = [
@@ -128,8 +131,8 @@ def _store(orthanc: Orthanc, ds: Dataset) -> None:
 
 @pytest.fixture(scope="module")
 def study() -> Study:
-    source = pydicom.dcmread(SAMPLE.with_suffix(".dcm"))
-    result = lumbar_result_from_gt(load_gt(SAMPLE.with_suffix(".json")))
+    source, result = BUILDERS[CASE]()
+    assert isinstance(result, LumbarResult)
     encoded: list[EncodedObject] = encode_results(source, result, load_settings().results)
     objects = {o.kind: o.dataset for o in encoded}
     assert set(objects) == {ResultKind.SEG, ResultKind.SR, ResultKind.GSPS}
@@ -270,24 +273,51 @@ def _outline_hits(s: Session, study: Study, shot: np.ndarray) -> dict[str, float
     return hits
 
 
-def _tid1410_labels(sr: Dataset) -> list[str]:
-    """The labels OHIF draws for an SR: ``"<NUM name>: <value %.2f> <unit>"`` of each group with a SCOORD."""
-    labels = []
+def _shown_line(text: str) -> str:
+    """How viewer/app-config.js shows an SR comment: the level name as the label ("L4-L5: ...")."""
+    head, _, rest = text.partition(" ")
+    return f"{head}: {rest}"
+
+
+def _sr_label_lines(sr: Dataset) -> list[list[str]]:
+    """The text lines OHIF 3.13.2 (with viewer/app-config.js) draws for each SR group it can place.
+
+    A group is drawn when it has a SCOORD (vertebra regions) or a NUM inferred from one (levels);
+    its lines are the comments (DCM 121106, shown as "<level>: <rest>"), then "<NUM concept>:
+    <value %.2f> <unit>" for each NUM (no digits for 0, as OHIF does), then "Finding site: <site>" for TID 1410 regions.
+    """
+    out = []
     for item in sr.ContentSequence:
         if item.ConceptNameCodeSequence[0].CodeMeaning != "Imaging Measurements":
             continue
         for group in item.ContentSequence:
             children = list(group.get("ContentSequence", []))
-            if not any(c.ValueType == "SCOORD" for c in children):
+            region = any(c.ValueType == "SCOORD" for c in children)
+            inferred = any(
+                c.ValueType == "NUM" and any(g.ValueType == "SCOORD" for g in c.get("ContentSequence", []))
+                for c in children
+            )
+            if not (region or inferred):
                 continue
+            lines = []
+            if not region:
+                lines += [
+                    _shown_line(str(c.TextValue))
+                    for c in children
+                    if c.ValueType == "TEXT" and c.ConceptNameCodeSequence[0].CodeValue == "121106"
+                ]
             for c in children:
                 if c.ValueType == "NUM":
                     mv = c.MeasuredValueSequence[0]
                     unit = mv.MeasurementUnitsCodeSequence[0].CodeValue
-                    labels.append(
-                        f"{c.ConceptNameCodeSequence[0].CodeMeaning}: {float(mv.NumericValue):.2f} {unit}"
-                    )
-    return labels
+                    value = float(mv.NumericValue)
+                    shown = f"{value:.2f}" if value else ""  # OHIF prints no digits for 0
+                    lines.append(f"{c.ConceptNameCodeSequence[0].CodeMeaning}: {shown} {unit}")
+            if region:
+                sites = [c for c in children if c.ConceptNameCodeSequence[0].CodeValue == "363698007"]
+                lines.append(f"Finding site: {sites[0].ConceptCodeSequence[0].CodeMeaning}")
+            out.append(lines[:5])  # OHIF draws at most five lines per label
+    return out
 
 
 def _poll(deadline_s: float, *checks: Callable[[], str | None]) -> str:
@@ -354,11 +384,22 @@ def test_ohif_renders_dx_and_displays_cdss_sr_overlay(viewer: Viewer, session: S
     before = _outline_hits(s, study, plain)
     assert max(before.values()) < 0.2, f"colour along the outlines before any result is shown: {before}"
 
-    # 2. The SR displays: OHIF draws its TID 1410 groups (vertebra outlines) as labelled
-    #    polylines on the DX, exactly where the result's outlines are.
+    # 2. The SR displays the finding on the image: each measured level's line (level, direction,
+    #    slip %, Meyerding grade) and the not-measured level's reason beside the level, a label
+    #    naming each vertebra, and the vertebra outlines exactly where the result's outlines are.
     sr = study.objects[ResultKind.SR]
-    labels = _tid1410_labels(sr)
-    assert len(labels) == len(study.result.vertebrae), labels
+    groups = _sr_label_lines(sr)
+    labels = [line for lines in groups for line in lines]
+    findings = [
+        _shown_line(level_text(lv))
+        for lv in study.result.levels
+        if lv.status in (LevelStatus.MEASURED, LevelStatus.NOT_MEASURED)
+    ]
+    assert set(findings) <= set(labels), (findings, labels)
+    assert any("Meyerding II" in f for f in findings) and any("Meyerding IV" in f for f in findings)
+    assert {
+        f"Finding site: {v.label.value} vertebra" for v in study.result.vertebrae if v.label.value != "S1"
+    } <= set(labels)
     # OHIF 3.13.2 sometimes loads the SR without drawing it when the double-click races the
     # viewport's own loading (1 run in ~5 here; console "Measurement is preview, skipping...");
     # a second double-click does not help, reloading the study does. Up to three tries.
@@ -367,14 +408,26 @@ def test_ohif_renders_dx_and_displays_cdss_sr_overlay(viewer: Viewer, session: S
             _open_study(viewer, s)
         _open_series(s, sr)
         try:
-            for text in sorted(set(labels)):
-                expect(s.page.locator("svg text", has_text=text)).to_have_count(
-                    labels.count(text), timeout=LOAD_TIMEOUT_MS // 3 if attempt < 2 else LOAD_TIMEOUT_MS
-                )
+            expect(s.page.locator("svg text", has_text=findings[0]).first).to_be_visible(
+                timeout=LOAD_TIMEOUT_MS // 3 if attempt < 2 else LOAD_TIMEOUT_MS
+            )
             break
-        except AssertionError:
+        except AssertionError as exc:
             if attempt == 2:
-                raise
+                _keep_screenshot(s)
+                texts = s.page.locator("svg text").all_text_contents()
+                raise AssertionError(
+                    f"{findings[0]!r} not shown; SVG texts {texts}; console {s.console[-30:]}"
+                ) from exc
+    s.page.evaluate(JS_TWO_FRAMES)
+    _keep_screenshot(s)
+    # Every line of every drawn group, as visible SVG text on the viewport (each once per group).
+    shown = [t.strip() for t in s.page.locator("svg text").all_text_contents()]
+    for text in sorted(set(labels)):
+        found = sum(1 for t in shown if text in t)
+        assert found >= labels.count(text), (
+            f"{text!r} shown {found} times, expected {labels.count(text)}: {shown}"
+        )
     s.page.wait_for_function(JS_IMAGE_SHOWN, arg=sop, timeout=LOAD_TIMEOUT_MS)
     s.page.evaluate(JS_TWO_FRAMES)
     hits = _outline_hits(s, study, _screenshot(s))

@@ -28,8 +28,13 @@ function cdssMeasurement(measurement) {
     }
     return entry;
   });
-  const coords = measurement.coords && measurement.coords.length ? measurement.coords : [{}];
-  return { ...measurement, labels, coords };
+  // Changed in place: OHIF keeps using the object it passed in (its display set holds it, and it
+  // marks that object loaded and records its image); a copy would never be drawn.
+  measurement.labels = labels;
+  if (!measurement.coords || !measurement.coords.length) {
+    measurement.coords = [{}];
+  }
+  return measurement;
 }
 
 window.config = {
