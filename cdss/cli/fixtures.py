@@ -58,7 +58,10 @@ def generate_cmd(
         None, "--label", help="Cervical oblique: 'normal' or 'abnormal' (default: 50 % each)."
     ),
     body_part: str | None = typer.Option(
-        None, "--body-part", help="Other: chest, hand, knee, pelvis or skull (default: random per image)."
+        None,
+        "--body-part",
+        help="Other: chest, hand, knee, pelvis or skull; family b: chest, chest_lateral, abdomen, pelvis, "
+        "hip, tspine, knee, hand (default: random per image).",
     ),
     pair: bool = typer.Option(
         False,
@@ -70,9 +73,34 @@ def generate_cmd(
         "--wild-headers",
         help="Also write real-world, non-conformant header spellings (e.g. 'L-SPINE').",
     ),
+    family: str = typer.Option(
+        "a",
+        "--family",
+        help="Synthetic family: 'a' (cdss.synth, default) or 'b' (cdss.synth.family_b, independently designed).",
+    ),
 ) -> None:
     """Write COUNT synthetic images of KIND (DICOM + ground-truth JSON) to OUT_DIR."""
-    from cdss.synth.dataset import write_dataset
+    if family not in ("a", "b"):
+        raise typer.BadParameter("must be a or b", param_hint="--family")
+    if family == "b":
+        _check_family_b(kind, laterality, label, body_part, pair)
+        extra_b: dict[str, object] = {"family": "b"}
+        if body_part is not None:
+            extra_b["body_part"] = body_part
+        _run(
+            out_dir,
+            kind,
+            count,
+            seed,
+            variant,
+            workers,
+            transfer_syntax,
+            start_index,
+            max_side,
+            wild_headers,
+            extra_b,
+        )
+        return
 
     extra: dict[str, object] = {}
     if laterality is not None:
@@ -93,6 +121,56 @@ def generate_cmd(
         extra["body_part"] = body_part
     if pair:
         extra["pair"] = True
+    _run(
+        out_dir,
+        kind,
+        count,
+        seed,
+        variant,
+        workers,
+        transfer_syntax,
+        start_index,
+        max_side,
+        wild_headers,
+        extra,
+    )
+
+
+_B_PARTS = ("chest", "chest_lateral", "abdomen", "pelvis", "hip", "tspine", "knee", "hand")
+
+
+def _check_family_b(
+    kind: Kind, laterality: str | None, label: str | None, body_part: str | None, pair: bool
+) -> None:
+    if kind is Kind.CERVICAL_OBLIQUE:
+        raise typer.BadParameter("family b has lumbar_lateral, lumbar_ap and other only", param_hint="--kind")
+    if laterality is not None or label is not None:
+        raise typer.BadParameter(
+            "cervical options do not apply to family b", param_hint="--laterality/--label"
+        )
+    if pair:
+        raise typer.BadParameter("--pair exists for family a only", param_hint="--pair")
+    if body_part is not None:
+        if kind is not Kind.OTHER:
+            raise typer.BadParameter("only for --kind other", param_hint="--body-part")
+        if body_part not in _B_PARTS:
+            raise typer.BadParameter(f"family b body parts: {', '.join(_B_PARTS)}", param_hint="--body-part")
+
+
+def _run(
+    out_dir: Path,
+    kind: Kind,
+    count: int,
+    seed: int,
+    variant: Variant,
+    workers: int,
+    transfer_syntax: TransferSyntax,
+    start_index: int,
+    max_side: int | None,
+    wild_headers: bool,
+    extra: dict[str, object],
+) -> None:
+    from cdss.synth.dataset import write_dataset
 
     times: list[float] = []
     with _progress() as progress:

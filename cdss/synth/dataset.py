@@ -29,9 +29,11 @@ class Written:
     seconds: float
 
 
-def file_stem(kind: Kind | str, seed: int, index: int, variant: Variant | str) -> str:
-    """File name stem: ``<kind>_<variant>_s<seed>_<index:05d>``."""
-    return f"{Kind(kind).value}_{Variant(variant).value}_s{int(seed)}_{int(index):05d}"
+def file_stem(kind: Kind | str, seed: int, index: int, variant: Variant | str, family: str = "a") -> str:
+    """File name stem: ``<kind>_<variant>_s<seed>_<index:05d>`` (family a) or
+    ``<kind>_b_<variant>_s<seed>_<index:05d>`` (family b), so both can share a folder."""
+    fam = "" if family == "a" else f"{family}_"
+    return f"{Kind(kind).value}_{fam}{Variant(variant).value}_s{int(seed)}_{int(index):05d}"
 
 
 def save(ds: Dataset, truth: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
@@ -67,7 +69,8 @@ def write_one(
     and DX For Presentation (``<stem>_pres``); the returned paths are the presentation's.
     """
     t0 = time.perf_counter()
-    stem = file_stem(kind, seed, index, variant)
+    family = options.get("family", "a")
+    stem = file_stem(kind, seed, index, variant, family)
     if options.pop("pair", False):
         written = []
         for (ds, truth), suffix in zip(
@@ -80,6 +83,10 @@ def write_one(
         dcm, js = written[-1]
         return Written(dcm, js, time.perf_counter() - t0)
     ds, truth = generate(kind, seed=seed, index=index, variant=variant, **options)
+    if family == "b":
+        from cdss.synth.family_b import prepare_for_transfer
+
+        prepare_for_transfer(ds, truth, transfer_syntax)
     apply_transfer_syntax(ds, transfer_syntax)
     dcm, js = save(ds, truth, Path(out_dir), stem)
     return Written(dcm, js, time.perf_counter() - t0)
@@ -124,7 +131,8 @@ def write_dataset(
     progress
         Called after every written image (in the parent process).
     options
-        Passed to :func:`cdss.synth.generate` (e.g. ``laterality`` for cervical views).
+        Passed to :func:`cdss.synth.generate` (e.g. ``laterality`` for cervical views,
+        ``family="b"`` for the second synthetic family).
 
     Returns
     -------

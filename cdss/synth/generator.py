@@ -559,7 +559,13 @@ _BUILDERS = {
 
 
 def generate(
-    kind: Kind | str, *, seed: int, index: int, variant: Variant | str = Variant.STANDARD, **options: Any
+    kind: Kind | str,
+    *,
+    seed: int,
+    index: int,
+    variant: Variant | str = Variant.STANDARD,
+    family: str = "a",
+    **options: Any,
 ) -> tuple[Dataset, dict[str, Any]]:
     """Generate one synthetic radiograph.
 
@@ -572,6 +578,10 @@ def generate(
         UIDs and ground truth.
     variant
         Image-quality variant (:class:`~cdss.synth.acquisition.Variant`).
+    family
+        ``"a"`` (this module, the default) or ``"b"``: the independently designed second family
+        :mod:`cdss.synth.family_b` (lumbar lateral, lumbar AP and other; its options are
+        :class:`cdss.synth.family_b.OptionsB`).
     options
         ``max_side`` and ``wild_headers`` (see :class:`Options`), and kind-specific choices.
 
@@ -583,6 +593,12 @@ def generate(
     """
     k = Kind(kind)
     v = Variant(variant)
+    if family == "b":
+        from cdss.synth.family_b import generate_b
+
+        return generate_b(k.value, seed=seed, index=index, variant=v.value, **options)
+    if family != "a":
+        raise ValueError(f"family must be 'a' or 'b', got {family!r}")
     known = {f.name for f in fields(Options)}
     common = {key: options.pop(key) for key in list(options) if key in known}
     if options:
@@ -604,6 +620,9 @@ def generate_pair(
     -------
     [(for_processing, truth), (for_presentation, truth)]
     """
+    if options.get("family", "a") != "a":
+        raise ValueError("generate_pair exists for family a only")
+    options.pop("family", None)
     out = []
     for sop, tag in ((DX_FOR_PROCESSING, "proc"), (DX_FOR_PRESENTATION, "pres")):
         out.append(
