@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -15,8 +17,17 @@ from cdss.analysis.types import LumbarResult, Vertebra
 from cdss.encode import ResultKind
 from cdss.encode.overlay import LAYERS, Overlay, overlay_from_gsps
 from cdss.encode.seg import VERTEBRA_RGB
-from cdss.render import DrawError, RenderError, draw_overlay, overlay_for_result, render_files, render_overlay
+from cdss.render import (
+    DrawError,
+    RenderError,
+    draw_overlay,
+    overlay_for_result,
+    render_files,
+    render_overlay,
+    source_display_u8,
+)
 from tests.encode_corpus import Case, build_case
+from tests.peers import require_binary
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +136,70 @@ def test_render_is_registered_on_the_cdss_app() -> None:
 
     names = {c.name for c in app.registered_commands}
     assert "render" in names
+
+
+# -- a GSPS-capable implementation reads what cdss render draws ---------------------------------
+
+
+def _dcmtk_presentation(dcmp2pgm: str, source: Path, gsps: Path, out: Path) -> tuple[np.ndarray, dict]:
+    """DCMTK's rendering of ``source`` through ``gsps`` (dcmp2pgm: the dcmpstat library the GSPS
+    viewer DICOMscope is built on) and the annotations it read, per layer."""
+    proc = subprocess.run(
+        [dcmp2pgm, "-v", "-p", str(gsps), str(source), str(out)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    layers: dict[str, dict] = {}
+    layer: dict | None = None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        line = line.removeprefix("I: ").strip()
+        if m := re.match(r"Graphic Layer #\d+ \[(.+)\]", line):
+            layer = layers.setdefault(m.group(1), {"texts": [], "graphics": []})
+        elif layer is not None and (m := re.match(r'text \d+: "(.*)"$', line)):
+            layer["texts"].append({"text": m.group(1)})
+        elif layer is not None and (m := re.match(r"anchor point: ([-\d.]+)\\([-\d.]+) ", line)):
+            layer["texts"][-1]["anchor"] = (float(m.group(1)), float(m.group(2)))
+        elif layer is not None and (m := re.match(r"bounding box: TLHC=([-\d.]+)\\([-\d.]+) ", line)):
+            layer["texts"][-1]["tlhc"] = (float(m.group(1)), float(m.group(2)))
+        elif layer is not None and (m := re.match(r"graphic \d+: points=(\d+) type=(\w+)", line)):
+            layer["graphics"].append((m.group(2), int(m.group(1))))
+    return cv2.imread(str(out), cv2.IMREAD_UNCHANGED), layers
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["dx_grades_2_4_not_measured", "dx_mono1_for"])
+def test_dcmtk_presentation_state_reading_matches_cdss_render(name: str, tmp_path: Path) -> None:
+    """DCMTK (dcmp2pgm, the presentation-state library behind the DICOMscope GSPS viewer) reads
+    exactly the text, anchors and graphics that ``cdss render`` draws from the same GSPS, and its
+    grey-scale rendering through the GSPS (VOI window, INVERSE for MONOCHROME1) has the bone
+    bright like ``cdss render``'s (docs/viewer.md compares the pictures)."""
+    dcmp2pgm = require_binary("dcmp2pgm", "dcmtk")
+    case = build_case(name, tmp_path)
+    grey, layers = _dcmtk_presentation(dcmp2pgm, case.paths["source"], case.paths["GSPS"], tmp_path / "o.pgm")
+    ov = overlay_from_gsps(case.ds(ResultKind.GSPS), case.result.image_shape)
+    assert set(layers) == set(ov.layers)
+    for layer_name, read in layers.items():
+        ours = [t for t in ov.labels if t.layer == layer_name]
+        assert [t["text"] for t in read["texts"]] == [t.text for t in ours], layer_name
+        for dcmtk_text, label in zip(read["texts"], ours, strict=True):
+            np.testing.assert_allclose(dcmtk_text["tlhc"], label.box[:2], atol=1e-2)
+            if label.anchor is not None:
+                np.testing.assert_allclose(dcmtk_text["anchor"], label.anchor, atol=1e-2)
+        graphics = [(("point" if g.kind == "point" else "polyline"), len(g.points)) for g in ov.graphics]
+        assert read["graphics"] == [
+            g for g, o in zip(graphics, ov.graphics, strict=True) if o.layer == layer_name
+        ]
+    # The grey-scale pipeline: DCMTK through the GSPS vs cdss render's background (display polarity).
+    assert grey.shape == tuple(case.result.image_shape)
+    ours = source_display_u8(case.source).astype(float)
+    r = np.corrcoef(grey.astype(float).ravel(), ours.ravel())[0, 1]
+    assert r > 0.95, f"DCMTK's rendering through the GSPS does not follow cdss render's (r = {r:.3f})"
+    if isinstance(case.result, LumbarResult):
+        bone = np.zeros(grey.shape, bool)
+        for v in case.result.vertebrae:
+            bone |= v.mask
+        assert grey[bone].mean() > grey[~bone].mean() + 40  # bone bright, also for MONOCHROME1
