@@ -193,7 +193,10 @@ class Destination(_Section):
     send_sr: bool = Field(True, description="Send the TID 1500 Structured Report.")
     send_gsps: bool = Field(True, description="Send the Grayscale Softcopy Presentation State.")
     send_sc: bool = Field(
-        False, description="Send a Secondary Capture with the overlay burned in (for PACS without SEG/GSPS)."
+        False,
+        description="Send a Secondary Capture with the result text and drawings burned in (for a PACS "
+        "or viewer that shows only images: no SR overlay, no GSPS). Set it per destination; such a "
+        "destination may also turn send_seg / send_sr / send_gsps off.",
     )
     tls: bool = Field(False, description="Use TLS towards this destination.")
     tls_ca_certificates: Path | None = Field(None, description="CA bundle to verify the destination.")
@@ -393,7 +396,10 @@ class ResultSettings(_Section):
     )
     series_number_base: int = Field(9000, ge=1, description="Series numbers of results start here.")
     secondary_capture: bool = Field(
-        False, description="Also produce a Secondary Capture for destinations with send_sc = true."
+        False,
+        description="Also return the burned-in Secondary Capture to the calling AE "
+        "(dispatch.return_to_calling_ae). Destinations choose for themselves with send_sc: one with "
+        "send_sc = true always gets the SC, whatever this says.",
     )
     device_uid_in_contributing_equipment: bool = Field(
         False,

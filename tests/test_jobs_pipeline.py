@@ -183,6 +183,32 @@ def test_lumbar_image_gets_seg_sr_gsps_deliveries_summary_and_audit(node: Node) 
     assert sorted(event.detail["result_sop_instance_uids"]) == sorted(r.sop_instance_uid for r in results)
 
 
+def test_secondary_capture_goes_to_the_destination_that_asks_for_it(tmp_path: Path) -> None:
+    """A destination with send_sc gets the burned-in SC without any other switch (results.
+    secondary_capture only concerns the calling AE); one without send_sc gets none."""
+    images_only = Destination(
+        name="images-only", ae_title="OLDPACS", host="127.0.0.1", port=free_port(), send_sc=True
+    )
+    plain = Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=free_port())
+    node = _make_node(tmp_path, [images_only, plain], for_processing_wait_s=0)
+    try:
+        assert node.settings.results.secondary_capture is False
+        (uid,) = node.push("lumbar_lateral_std_a.dcm")
+        node.run_all()
+        job = node.job_for(uid)
+        results = {r.kind: r for r in _results(node.db, job.id)}
+        assert list(results) == ["SEG", "SR", "GSPS", "SC"]
+        with node.db.session() as s:
+            to = {
+                d.destination
+                for d in s.execute(select(Delivery).where(Delivery.result_id == results["SC"].id)).scalars()
+            }
+        assert to == {"images-only"}
+    finally:
+        node.receiver.stop()
+        node.db.dispose()
+
+
 def test_cervical_oblique_gets_sr_and_gsps(node: Node) -> None:
     (uid,) = node.push("cervical_obl_left_abnormal.dcm")
     node.run_all()

@@ -354,8 +354,10 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         return
 
     started = time.monotonic()
-    include_sc = settings.results.secondary_capture and (
-        any(d.send_sc for d in settings.destinations) or settings.dispatch.return_to_calling_ae
+    # A Secondary Capture is made whenever a target will receive one: a destination that asks for
+    # it (send_sc), or the calling AE when results.secondary_capture (cdss.route.destinations).
+    include_sc = any(d.send_sc for d in settings.destinations) or (
+        settings.dispatch.return_to_calling_ae and settings.results.secondary_capture
     )
     try:
         result = ctx.registry.analyse(analysis, ds, laterality=decision.laterality)
