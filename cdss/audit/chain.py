@@ -13,7 +13,7 @@ import json
 from enum import Enum
 from typing import Any
 
-__all__ = ["GENESIS_HASH", "canonical", "chain_hash"]
+__all__ = ["GENESIS_HASH", "canonical", "chain_hash", "iso_utc"]
 
 #: ``prev_hash`` of the first event.
 GENESIS_HASH = "0" * 64
@@ -37,7 +37,8 @@ CHAINED_FIELDS = (
 )
 
 
-def _iso(value: dt.datetime) -> str:
+def iso_utc(value: dt.datetime) -> str:
+    """UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (naive values are taken as UTC)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -49,7 +50,7 @@ def canonical(fields: dict[str, Any]) -> bytes:
     for name in CHAINED_FIELDS:
         value = fields.get(name)
         if isinstance(value, dt.datetime):
-            value = _iso(value)
+            value = iso_utc(value)
         elif isinstance(value, Enum) and not isinstance(value, (str, int)):  # plain enums
             value = value.value
         data[name] = value

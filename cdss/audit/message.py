@@ -26,7 +26,6 @@ its Patient ID and the study object by its accession number (or its UID when the
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import ipaddress
 import json
 import re
@@ -36,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cdss.audit.chain import iso_utc
 from cdss.audit.vocabulary import EventID, EventType
 
 __all__ = ["AuditSource", "audit_message_xml"]
@@ -96,12 +96,6 @@ def _access_point_type(address: str) -> str:
         return "2"  # IP address
     except ValueError:
         return "1"  # machine name
-
-
-def _iso(value: dt.datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _participant(
@@ -188,7 +182,7 @@ def audit_message_xml(event: Any, source: AuditSource) -> bytes:
         "EventIdentification",
         {
             "EventActionCode": action,
-            "EventDateTime": _iso(_get(event, "occurred_at")),
+            "EventDateTime": iso_utc(_get(event, "occurred_at")),
             "EventOutcomeIndicator": str(outcome),
         },
     )

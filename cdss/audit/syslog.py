@@ -54,6 +54,7 @@ from sqlalchemy import select as sa_select
 from cdss.audit.message import AuditSource, audit_message_xml
 from cdss.config import AuditSettings, SyslogProtocol
 from cdss.db.models import AuditEvent
+from cdss.durable import fsync_dir
 from cdss.logs import get_logger
 
 __all__ = [
@@ -259,14 +260,6 @@ class SyslogTransport:
             self._sock = None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class AuditSpool:
     """Durable, ordered queue of formatted syslog messages on local disk.
 
@@ -312,9 +305,9 @@ class AuditSpool:
         first, last = items[0][0], items[-1][0]
         data = b"".join(octet_frame(message) for _, message in items)
         self._atomic_write(self.pending_dir / f"{first:020d}-{last:020d}{self.SUFFIX}", data)
-        _fsync_dir(self.pending_dir)
+        fsync_dir(self.pending_dir)
         self._atomic_write(self.cursor_path, str(last).encode("ascii"))
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return len(items)
 
     def pending(self, limit: int | None = None) -> list[Path]:
@@ -347,7 +340,7 @@ class AuditSpool:
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        _fsync_dir(self.pending_dir)
+        fsync_dir(self.pending_dir)
 
 
 @dataclass

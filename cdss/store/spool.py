@@ -31,6 +31,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from cdss.config import StorageSettings
+from cdss.durable import fsync_dir
 
 __all__ = [
     "KEY_PATTERN",
@@ -94,14 +95,6 @@ class StoredFile:
     sha256: str
     size: int
     created: bool = True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -213,7 +206,7 @@ class Spool:
         except FileNotFoundError:
             return False
         if self.fsync:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         return True
 
     def _store(self, area: SpoolArea, data: bytes, sha256: str | None = None) -> StoredFile:
@@ -236,7 +229,7 @@ class Spool:
                         os.fsync(fd)
                     finally:
                         os.close(fd)
-                    _fsync_dir(final.parent)
+                    fsync_dir(final.parent)
                 return StoredFile(key=key, sha256=sha, size=len(data), created=False)
             fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=final.parent)
         except OSError as exc:
@@ -255,7 +248,7 @@ class Spool:
                 os.close(fd)
             os.replace(tmp, final)
             if self.fsync:
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -284,7 +277,7 @@ class Spool:
                 if not path.is_dir():
                     raise
             if self.fsync:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
 
     # ------------------------------------------------------------------ maintenance
     def sweep_temp(self, older_than_s: float = 3600.0) -> int:
