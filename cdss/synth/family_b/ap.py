@@ -95,7 +95,7 @@ def render_ap(
             offs.append(d)
         sacral = n in SACRAL
         fused = sacral and n != "S1"
-        mu_t = 0.0165 * v.density
+        mu_t = 0.0125 * v.density
         film.body(
             q,
             _ap_shape(v),
@@ -105,7 +105,7 @@ def render_ap(
             mu_trab=mu_t,
             t_end=(0.05, 0.05) if fused else (v.t_end[0], 0.05 if n == "S1" else v.t_end[1]),
             t_wall=0.15,
-            t_shell=0.6 + 0.3 * bd,
+            t_shell=0.3 + 0.2 * bd,
             k_front=2.4,
             k_back=2.4,
             texture=0.1,

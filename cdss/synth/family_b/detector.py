@@ -375,7 +375,7 @@ def expose(att: np.ndarray, acq: Acq, rng: np.random.Generator, *, field_px: np.
         lo, hi = (float(v) for v in np.percentile(lsub, (0.05, 99.95)))
         disp = np.clip((logimg - lo) / max(hi - lo, 1e-6), 0, 1)
     else:
-        lo = float(np.percentile(lsub[body if acq.processing == "film" else core], 0.5))
+        lo = float(np.percentile(lsub[body], 1.0))
         hi = float(np.percentile(lsub[core], p["white_point"]))
         norm = (logimg - lo) * (1.0 / max(hi - lo, 1e-6))
         if acq.processing == "equalize":
@@ -393,7 +393,8 @@ def expose(att: np.ndarray, acq: Acq, rng: np.random.Generator, *, field_px: np.
             fine = cv2.GaussianBlur(norm, (0, 0), max(0.6, 1.2 * px_mm))
             proc = norm + 0.4 * (norm - fine)
         psub = proc[::4, ::4][core]
-        lo, hi = (float(v) for v in np.percentile(psub, (0.5, 99.7)))
+        lo = float(np.percentile(proc[::4, ::4][body], 1.0))
+        hi = float(np.percentile(psub, 99.7))
         x = (proc - lo) / max(hi - lo, 1e-6)
         c = p["contrast"]
         y = 1.0 / (1.0 + np.exp(-c * (x - 0.5)))

@@ -194,7 +194,7 @@ def render_lateral(
         slices = [(offs[0], 0.5), (offs[1], 0.5)]
         sacral = name in SACRAL
         fused = sacral and name != "S1"
-        mu_t = 0.0165 * v.density
+        mu_t = (0.0125 if not sacral else 0.0095) * v.density
         t_end = v.t_end
         if fused:
             t_end = (0.05, 0.05)
@@ -209,10 +209,10 @@ def render_lateral(
             mu_trab=mu_t,
             t_end=t_end,
             t_wall=0.12,
-            t_shell=0.5 + 0.3 * bd,
+            t_shell=0.25 + 0.2 * bd,
             k_front=2.2,
             k_back=4.5 if not sacral else 3.0,
-            texture=0.09 if bd > 0.75 else 0.16,
+            texture=0.07 if bd > 0.75 else 0.12,
             sclerosis=v.sclerosis,
         )
         if name in implants.cement:
@@ -343,7 +343,7 @@ def _sacrum(film: Film, spine: Spine, proj: _Projector, rng: np.random.Generator
         )
     # anterior sacral cortex, residual S1-S2 disc line, last segment and coccyx
     anterior = np.array([verts[n].quad[0] for n in SACRAL] + [verts["S5"].quad[3]])
-    film.line(spline(anterior, 5), width_mm=0.9, value=0.022 * 30 * spine.size, blur_mm=0.3)
+    film.line(spline(anterior, 5), width_mm=0.8, value=0.22 * spine.size, blur_mm=0.3)
     if not s1.transitional and rng.random() < 0.6:
         q = s1.quad
         film.line(

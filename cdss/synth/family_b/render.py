@@ -131,7 +131,7 @@ class Film:
         tile = _wrap_blur(tile, 1.6)
         # marrow spaces: a coarse mottle
         mottle = _wrap_blur(rng.standard_normal((_TILE, _TILE)).astype(np.float32), 5.0)
-        tile += 0.8 * mottle / (mottle.std() + 1e-6) * tile.std()
+        tile += 0.35 * mottle / (mottle.std() + 1e-6) * tile.std()
         tile -= _wrap_blur(tile, 14.0)
         return tile / (tile.std() + 1e-6)
 

@@ -181,15 +181,15 @@ def _shape(rng: np.random.Generator, modes: np.ndarray, name: str, degeneration:
     """
     z = modes + rng.normal(0, 0.35, size=modes.shape)
     thor = name.startswith("T")
-    p_ant = float(np.clip(5.5 + 1.6 * z[0] - 1.5 * degeneration, 3.2, 10.0))
+    p_ant = float(np.clip(4.8 + 1.4 * z[0] - 1.2 * degeneration, 3.0, 9.0))
     p_post = float(np.clip(9.0 + 2.5 * z[0], 5.0, 16.0))
-    conc = 0.07 + 0.03 * z[1]
+    conc = 0.09 + 0.035 * z[1]
     return BodyShape(
         p_ant=p_ant,
         p_post=p_post,
         c_sup=float(np.clip(conc * (0.8 if thor else 1.0), 0.0, 0.2)),
         c_inf=float(np.clip(conc * 1.25 + 0.01 * rng.normal(), 0.0, 0.24)),
-        c_ant=float(np.clip(0.045 + 0.02 * z[2], 0.0, 0.12)),
+        c_ant=float(np.clip(0.08 + 0.03 * z[2], 0.01, 0.16)),
         c_post=float(np.clip(0.02 + 0.012 * z[2], 0.0, 0.06)),
     )
 
@@ -301,7 +301,7 @@ def build_spine(
             name=name,
             quad=q,
             shape=shape,
-            width=(52.0, 56.0, 48.0, 36.0, 26.0)[i] * sac_scale,
+            width=(50.0, 50.0, 42.0, 32.0, 24.0)[i] * sac_scale,
             depth=depth,
             density=bone_density * (0.9 - 0.05 * i),
             fused_below=not (i == 0 and lstv == "lstv_lumbarized_S1"),
