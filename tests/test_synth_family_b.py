@@ -145,7 +145,7 @@ def test_monochrome1_and_bit_depths_decode(bits: int) -> None:
         8 if bits == 8 else 16
     )
     img = display_image(ds)
-    assert img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
+    assert img.dtype == np.float32 and img.min() >= 0.0 and img.max() <= 1.0
     bodies = np.zeros(img.shape, bool)
     for n in ("L2", "L3", "L4"):
         bodies |= _mask(_shrink(gt["vertebrae"][n]["outline"], 0.7), img.shape)
@@ -216,7 +216,7 @@ def test_other_views_and_misleading_tags() -> None:
 
 @pytest.mark.parametrize("index", range(3))
 def test_ap_truth(index: int) -> None:
-    ds, gt = _b("lumbar_ap", index, max_side=400)
+    _, gt = _b("lumbar_ap", index, max_side=400)
     assert gt["levels"] == [] and set(GT) <= set(gt["vertebrae"])
     for n in GT:
         c = np.array(gt["vertebrae"][n]["corners"])
