@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cdss.config import ConfigError, load_settings
+from cdss.cli.common import settings_or_exit
 
 
 def api(
@@ -28,11 +28,7 @@ def api(
     from cdss.db import Database
     from cdss.logs import configure_logging
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = settings_or_exit(config)
     configure_logging(settings.logging.level, settings.logging.json_output)
     db = Database(settings.database.url, pool_size=settings.database.pool_size)
     bind_host, bind_port = host or settings.api.host, port or settings.api.port

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import getpass
 import json
 import socket
 import sys
@@ -17,7 +16,8 @@ from typing import Any, BinaryIO
 
 import typer
 
-from cdss.config import ConfigError, Settings, load_settings
+from cdss.cli.common import cli_actor, settings_or_exit
+from cdss.config import Settings
 from cdss.db import Database
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
@@ -25,23 +25,8 @@ app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration file (default: $CDSS_CONFIG).")
 
 
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-
 def _db(settings: Settings) -> Database:
     return Database(settings.database.url, pool_size=2)
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
 
 
 def _record_use(db: Any, description: str, detail: dict[str, Any]) -> None:
@@ -52,7 +37,7 @@ def _record_use(db: Any, description: str, detail: dict[str, Any]) -> None:
             session,
             EventID.AUDIT_LOG_USED,
             action=Action.READ,
-            user=_actor(),
+            user=cli_actor(),
             source=socket.gethostname(),
             description=description,
             detail={"uri": "cdss:audit_events", **detail},
@@ -92,7 +77,7 @@ def verify(
         anchors = [parse_anchor(a) for a in anchor]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--anchor") from exc
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     db = _db(settings)
     try:
         with db.session() as session:
@@ -210,7 +195,7 @@ def list_(
         seq_from,
         seq_to,
     )
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     db = _db(settings)
     try:
         with db.session() as session:
@@ -312,7 +297,7 @@ def export(
         seq_from,
         seq_to,
     )
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     audit_source = AuditSource.for_node(
         settings.dicom.ae_title, settings.audit.source_id, settings.audit.enterprise_site_id
     )
@@ -397,7 +382,7 @@ def forward(
     from cdss.audit.message import AuditSource
     from cdss.audit.syslog import AuditForwarder
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     if not settings.audit.syslog_host:
         typer.echo("error: audit.syslog_host is not configured; nothing to forward to", err=True)
         raise typer.Exit(2)

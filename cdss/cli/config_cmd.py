@@ -8,7 +8,7 @@ from pathlib import Path
 import tomli_w
 import typer
 
-from cdss.config import ConfigError, load_settings
+from cdss.cli.common import settings_or_exit
 
 app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 
@@ -19,10 +19,6 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of TOML."),
 ) -> None:
     """Print the effective configuration (file + CDSS_* environment + defaults)."""
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = settings_or_exit(config)
     data = settings.to_toml_dict()
     typer.echo(json.dumps(data, indent=2) if as_json else tomli_w.dumps(data))

@@ -7,7 +7,6 @@ published as well). Each action is recorded in the audit trail like the API's.
 
 from __future__ import annotations
 
-import getpass
 import socket
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cdss.config import ConfigError, JobBackend, Settings, load_settings
+from cdss.cli.common import cli_actor, settings_or_exit
+from cdss.config import JobBackend, Settings
 from cdss.jobs.summary import JobSummary
 
 jobs_app = typer.Typer(help="Analysis jobs: list, re-run.", no_args_is_help=True)
@@ -28,23 +28,12 @@ CONFIG_OPTION = typer.Option(None, "--config", "-c", help="TOML configuration fi
 def _open(config: Path | None) -> tuple[Settings, Any]:
     from cdss.db import Database
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = settings_or_exit(config)
     return settings, Database(settings.database.url)
 
 
 def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
-
-
-def _user() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
 
 
 @jobs_app.command("list")
@@ -121,7 +110,7 @@ def rerun(
 
     settings, db = _open(config)
     try:
-        job = rerun_audited(db, job_id, force=force, user=_user(), source=socket.gethostname())
+        job = rerun_audited(db, job_id, force=force, user=cli_actor(), source=socket.gethostname())
     except JobStateError as exc:
         typer.echo(f"error: {exc}", err=True)
         db.dispose()
@@ -204,7 +193,7 @@ def retry(
 
     _, db = _open(config)
     try:
-        d = retry_audited(db, delivery_id, user=_user(), source=socket.gethostname())
+        d = retry_audited(db, delivery_id, user=cli_actor(), source=socket.gethostname())
     except DeliveryStateError as exc:
         typer.echo(f"error: {exc}", err=True)
         db.dispose()

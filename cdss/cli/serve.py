@@ -8,19 +8,12 @@ from pathlib import Path
 
 import typer
 
-from cdss.config import ConfigError, JobBackend, Settings, load_settings
+from cdss.cli.common import settings_or_exit
+from cdss.config import JobBackend
 
 CONFIG_OPTION = typer.Option(
     None, "--config", "-c", help="TOML configuration file (default: $CDSS_CONFIG, else embedded defaults)."
 )
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
 
 
 def serve(config: Path | None = CONFIG_OPTION) -> None:
@@ -33,7 +26,7 @@ def serve(config: Path | None = CONFIG_OPTION) -> None:
     from cdss.logs import configure_logging, get_logger
     from cdss.node import Node, NodeStartError
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     configure_logging(settings.logging.level, settings.logging.json_output)
     log = get_logger("cdss.serve")
     node = Node(settings)
@@ -83,7 +76,7 @@ def worker(
     from cdss.node import WARM_UP
     from cdss.store import Spool
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     if settings.jobs.backend != JobBackend.CELERY:
         typer.echo(
             'warning: jobs.backend is not "celery"; this worker consumes the broker queue, but '

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from cdss.config import ConfigError, load_settings
+from cdss.cli.common import cli_actor, settings_or_exit
 from cdss.db import Database
 from cdss.db.models import Role
 
@@ -19,19 +18,8 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="TOML configuration file (
 
 
 def _db(config: Path | None) -> Database:
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = settings_or_exit(config)
     return Database(settings.database.url, pool_size=2)
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
 
 
 @app.command("create")
@@ -46,7 +34,7 @@ def create(
     db = _db(config)
     try:
         with db.session() as session:
-            issued = create_token(session, name, role, actor=_actor())
+            issued = create_token(session, name, role, actor=cli_actor())
     except TokenError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -111,7 +99,7 @@ def revoke(
     db = _db(config)
     try:
         with db.session() as session:
-            revoke_token(session, name, actor=_actor())
+            revoke_token(session, name, actor=cli_actor())
     except TokenError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
