@@ -382,6 +382,13 @@ class ModelSettings(_Section):
     )
 
 
+class SegProfile(StrEnum):
+    """How a SEG of a radiograph is written (``results.seg_profile``)."""
+
+    STANDARD = "standard"
+    OHIF = "ohif"
+
+
 class ResultSettings(_Section):
     """``[results]``: how result objects are labelled."""
 
@@ -400,6 +407,14 @@ class ResultSettings(_Section):
         description="Also return the burned-in Secondary Capture to the calling AE "
         "(dispatch.return_to_calling_ae). Destinations choose for themselves with send_sc: one with "
         "send_sc = true always gets the SC, whatever this says.",
+    )
+    seg_profile: SegProfile = Field(
+        SegProfile.STANDARD,
+        description="`standard`: a conformant SEG of a radiograph (no plane geometry; OHIF 3.13 does not "
+        "display it). `ohif`: also writes a shared Pixel Measures (Pixel Spacing, Slice Thickness 1) and "
+        "Plane Orientation (Patient) [1,0,0,0,1,0] functional group, which OHIF 3.13 needs to show a SEG "
+        "but which DICOM allows only with a patient Frame of Reference; opt in only for OHIF sites "
+        "(docs/viewer.md).",
     )
     device_uid_in_contributing_equipment: bool = Field(
         False,

@@ -40,6 +40,7 @@ from cdss.encode.overlay import (
     rounded_probability,
     summary_lines,
 )
+from cdss.encode.seg import byte_aligned_binary
 from tests.encode_corpus import BUILDERS, Case, build_case, shared_corpus
 from tests.result_factory import lumbar_result_from_gt, make_source, rasterise, synthetic_lumbar_gt
 
@@ -169,7 +170,8 @@ def test_seg_round_trip_gives_back_the_masks(corpus: dict[str, Case], name: str)
     result = case.result
     assert isinstance(result, LumbarResult)
     seg = hd.seg.segread(case.paths["SEG"])
-    assert seg.SegmentationType == "BINARY"
+    aligned = byte_aligned_binary(int(case.source.Rows), int(case.source.Columns))
+    assert seg.SegmentationType == ("BINARY" if aligned else "FRACTIONAL")
     assert seg.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     numbers = list(seg.segment_numbers)
     masks = seg.get_pixels_by_source_instance(
@@ -197,12 +199,38 @@ def test_seg_round_trip_gives_back_the_masks(corpus: dict[str, Case], name: str)
     assert int(raw.Rows) == int(case.source.Rows) and int(raw.Columns) == int(case.source.Columns)
 
 
-def test_odd_size_seg_frames_straddle_bytes(corpus: dict[str, Case]) -> None:
-    """517 x 389 is not a multiple of 8: frames share bytes, the round trip above still matches."""
+def test_odd_size_seg_frames_are_byte_aligned(corpus: dict[str, Case]) -> None:
+    """517 x 389 is not a multiple of 8: BINARY frames would straddle bytes, so the SEG is
+    FRACTIONAL (PROBABILITY) holding only 0 and 255, one byte per pixel; the round trip above
+    still gives back exactly the masks."""
     seg = pydicom.dcmread(corpus["cr_bare_odd_no_findings"].paths["SEG"])
     rows, cols, frames = int(seg.Rows), int(seg.Columns), int(seg.NumberOfFrames)
     assert (rows * cols) % 8 != 0
-    assert len(seg.PixelData) == (rows * cols * frames + 7) // 8 + ((rows * cols * frames + 7) // 8) % 2
+    assert seg.SegmentationType == "FRACTIONAL" and seg.SegmentationFractionalType == "PROBABILITY"
+    assert seg.BitsAllocated == 8 and seg.MaximumFractionalValue == 255
+    assert len(seg.PixelData) == rows * cols * frames + (rows * cols * frames) % 2
+    assert set(np.unique(seg.pixel_array)) <= {0, 255}
+    even = pydicom.dcmread(corpus["dx_lateral_slips"].paths["SEG"])
+    assert even.SegmentationType == "BINARY" and even.BitsAllocated == 1
+
+
+def test_seg_ohif_profile_is_opt_in(tmp_path: Path, corpus: dict[str, Case]) -> None:
+    """The default SEG claims no plane geometry; results.seg_profile = "ohif" adds exactly the
+    shared Pixel Measures (with Slice Thickness) and Plane Orientation groups OHIF 3.13 needs."""
+    shared = corpus["dx_lateral_slips"].ds(ResultKind.SEG).SharedFunctionalGroupsSequence[0]
+    assert "PlaneOrientationSequence" not in shared and "PixelMeasuresSequence" not in shared
+    case = build_case("dx_lateral_slips", tmp_path, ResultSettings(seg_profile="ohif"))
+    shared = case.ds(ResultKind.SEG).SharedFunctionalGroupsSequence[0]
+    assert list(shared.PlaneOrientationSequence[0].ImageOrientationPatient) == [1, 0, 0, 0, 1, 0]
+    measures = shared.PixelMeasuresSequence[0]
+    assert [float(v) for v in measures.PixelSpacing] == [float(v) for v in case.source.ImagerPixelSpacing]
+    assert float(measures.SliceThickness) == 1.0
+    masks = hd.seg.segread(case.paths["SEG"]).get_pixels_by_source_instance(
+        [case.source.SOPInstanceUID], combine_segments=False
+    )[0]
+    assert isinstance(case.result, LumbarResult)
+    for i, vertebra in enumerate(sorted(case.result.vertebrae, key=lambda v: v.label.class_id)):
+        np.testing.assert_array_equal(masks[:, :, i] > 0, vertebra.mask)
 
 
 def test_no_seg_without_vertebrae_or_for_cervical(corpus: dict[str, Case]) -> None:

@@ -42,7 +42,7 @@ from pydicom.dataset import Dataset
 
 from cdss.analysis.pixels import display_image
 from cdss.analysis.types import LevelStatus, LumbarResult
-from cdss.config import load_settings
+from cdss.config import SegProfile, load_settings
 from cdss.encode import EncodedObject, ResultKind, encode_results
 from cdss.encode.overlay import level_text
 from tests.encode_corpus import BUILDERS
@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VIEWER = ROOT / "viewer"
 OHIF_DIST = VIEWER / "node_modules" / "@ohif" / "app" / "dist"
 CASE = "dx_grades_2_4_not_measured"  # grade II and IV levels, one level not measured
+ODD_CASE = "cr_bare_odd_no_findings"  # CR 517 x 389: Rows x Columns not a multiple of 8
 SCREENSHOT = ROOT / "docs" / "images" / "ohif-lumbar.png"
 LOCAL_SCREENSHOT = ROOT / "var" / "screenshots" / "ohif-lumbar.png"
 CHROMIUM_FLAGS = [
@@ -108,9 +109,10 @@ class Viewer:
     orthanc: Orthanc
     study: Study
     browser: Any
+    ohif_study: Study  # an odd-size CR whose SEG is written with results.seg_profile = "ohif"
 
-    def viewer_url(self) -> str:
-        return f"{self.url}/viewer?StudyInstanceUIDs={self.study.source.StudyInstanceUID}"
+    def viewer_url(self, study: Study | None = None) -> str:
+        return f"{self.url}/viewer?StudyInstanceUIDs={(study or self.study).source.StudyInstanceUID}"
 
 
 @dataclass
@@ -140,7 +142,18 @@ def study() -> Study:
 
 
 @pytest.fixture(scope="module")
-def viewer(study: Study, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
+def ohif_study() -> Study:
+    """A CR of 517 x 389 pixels (Rows x Columns not a multiple of 8, no pixel spacing) with its SEG
+    in the opt-in OHIF profile (in its own study)."""
+    source, result = BUILDERS[ODD_CASE]()
+    assert isinstance(result, LumbarResult)
+    settings = load_settings().results.model_copy(update={"seg_profile": SegProfile.OHIF})
+    objects = {o.kind: o.dataset for o in encode_results(source, result, settings)}
+    return Study(source, result, {ResultKind.SEG: objects[ResultKind.SEG]})
+
+
+@pytest.fixture(scope="module")
+def viewer(study: Study, ohif_study: Study, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
     chromium = require_binary("chromium", "chromium")
     require(
         (OHIF_DIST / "index.html").is_file(),
@@ -153,9 +166,10 @@ def viewer(study: Study, tmp_path_factory: pytest.TempPathFactory) -> Iterator[V
         require(False, "the playwright Python package", "pip install -e '.[test]'")
     workdir = tmp_path_factory.mktemp("viewer")
     with run_orthanc(workdir / "orthanc", dicomweb=True) as orthanc:
-        _store(orthanc, study.source)
-        for ds in study.objects.values():
-            _store(orthanc, ds)
+        for st in (study, ohif_study):
+            _store(orthanc, st.source)
+            for ds in st.objects.values():
+                _store(orthanc, ds)
         port = free_port()
         log = (workdir / "serve.log").open("wb")
         server = subprocess.Popen(
@@ -168,7 +182,7 @@ def viewer(study: Study, tmp_path_factory: pytest.TempPathFactory) -> Iterator[V
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
                 try:
-                    yield Viewer(f"http://127.0.0.1:{port}", orthanc, study, browser)
+                    yield Viewer(f"http://127.0.0.1:{port}", orthanc, study, browser, ohif_study)
                 finally:
                     browser.close()
         finally:
@@ -200,12 +214,11 @@ def session(viewer: Viewer) -> Iterator[Session]:
 # helpers
 
 
-def _open_study(viewer: Viewer, s: Session) -> None:
-    """Open the study in OHIF's viewer route and wait until the DX is on screen."""
-    s.page.goto(viewer.viewer_url())
-    s.page.wait_for_function(
-        JS_IMAGE_SHOWN, arg=str(viewer.study.source.SOPInstanceUID), timeout=LOAD_TIMEOUT_MS
-    )
+def _open_study(viewer: Viewer, s: Session, study: Study | None = None) -> None:
+    """Open the study in OHIF's viewer route and wait until the radiograph is on screen."""
+    study = study or viewer.study
+    s.page.goto(viewer.viewer_url(study))
+    s.page.wait_for_function(JS_IMAGE_SHOWN, arg=str(study.source.SOPInstanceUID), timeout=LOAD_TIMEOUT_MS)
     s.page.evaluate(JS_TWO_FRAMES)
 
 
@@ -445,11 +458,25 @@ def test_ohif_renders_dx_and_displays_cdss_sr_overlay(viewer: Viewer, session: S
     strict=True,
     reason="OHIF 3.13.2 shows a SEG only with a shared Pixel Measures and Plane Orientation (Patient) "
     "functional group (OHIFCornerstoneSEGViewport, cornerstone adapters checkOrientation); a SEG of a "
-    "radiograph has no Frame of Reference, so cdss writes neither (PS3.3 A.51.5.1; docs/viewer.md)",
+    "radiograph has no Frame of Reference, so the default profile writes neither (PS3.3 A.51.5.1; "
+    'results.seg_profile = "ohif" opts in, see the next test; docs/viewer.md)',
 )
 def test_ohif_displays_cdss_seg_on_dx(viewer: Viewer, session: Session) -> None:
-    study, s = viewer.study, session
-    _open_study(viewer, s)
+    _check_seg_displayed(viewer, session, viewer.study)
+
+
+def test_ohif_displays_the_ohif_profile_seg_of_an_odd_size_image(viewer: Viewer, session: Session) -> None:
+    """With results.seg_profile = "ohif" (opt-in) OHIF lists and fills every segment, also for an
+    image whose Rows x Columns is not a multiple of 8 (byte-aligned FRACTIONAL frames)."""
+    study = viewer.ohif_study
+    assert (int(study.source.Rows) * int(study.source.Columns)) % 8 != 0
+    _check_seg_displayed(viewer, session, study)
+    assert not session.off_origin, session.off_origin
+
+
+def _check_seg_displayed(viewer: Viewer, s: Session, study: Study) -> None:
+    """Open ``study``'s SEG series; every segment must be listed and filled in colour on the image."""
+    _open_study(viewer, s, study)
     _open_series(s, study.objects[ResultKind.SEG])
     labels = [seg.label.value for seg in study.result.vertebrae]
     panel = s.page.locator("[data-cy=panelSegmentation-btn]")

@@ -6,8 +6,13 @@
   lumbar spine; algorithm type AUTOMATIC with the model's Algorithm Identification; tracking
   ID ``"L4 vertebra"`` and the vertebra's tracking UID (shared with the SR and GSPS).
 * BINARY, uncompressed (Explicit VR Little Endian): the highdicom FAQ advises against
-  compressed and LABELMAP SEGs for viewer compatibility. Frames are bit-packed; for sizes whose
-  Rows × Columns is not a multiple of 8 frames straddle bytes, which highdicom handles.
+  compressed and LABELMAP SEGs for viewer compatibility. Frames are bit-packed. When Rows ×
+  Columns is not a multiple of 8, BINARY frames would straddle bytes (valid DICOM, but Orthanc
+  1.10's DICOMweb frame retrieval and dcmjs in OHIF refuse them), so such images get a
+  FRACTIONAL (PROBABILITY, maximum 255) SEG holding only 0 and 255: the same masks, one byte per
+  pixel, every frame byte-aligned.
+* ``results.seg_profile = "ohif"`` (opt-in) adds the shared Pixel Measures and Plane Orientation
+  groups OHIF needs (:func:`_add_ohif_geometry`), which a radiograph's SEG should not claim.
 * Radiographs have no Frame of Reference (CR never, DX usually) and never an Image Position /
   Orientation: highdicom writes one frame per segment on the source's pixel grid and no plane
   positions; Patient Orientation (Type 2C) is copied from the source (empty when it has none).
@@ -20,8 +25,10 @@ from __future__ import annotations
 
 import highdicom as hd
 import numpy as np
+from pydicom.dataset import Dataset
 
 from cdss.analysis.types import LumbarResult, Vertebra
+from cdss.config import SegProfile
 from cdss.encode import codes as C
 from cdss.encode.common import EncodeContext, EncodeError, ResultKind
 
@@ -70,14 +77,25 @@ def encode_seg(ctx: EncodeContext) -> hd.seg.Segmentation | None:
             # The property type is the sacrum (the S1 code is not verified); say what is outlined.
             descriptions[-1].SegmentDescription = "S1 body (first sacral segment)"
     rows, cols = result.image_shape
-    stacked = np.zeros((1, rows, cols, len(segments)), dtype=bool)
+    packed = byte_aligned_binary(rows, cols)
+    stacked = np.zeros((1, rows, cols, len(segments)), dtype=bool if packed else np.float32)
     for i, seg in enumerate(segments):
         stacked[0, :, :, i] = np.asarray(seg.mask, dtype=bool)
+    kind: dict[str, object] = {"segmentation_type": hd.seg.SegmentationTypeValues.BINARY}
+    if not packed:
+        # Rows x Columns not a multiple of 8: BINARY frames would straddle bytes, which DICOMweb
+        # frame retrieval (Orthanc 1.10) and dcmjs (OHIF) refuse. A FRACTIONAL PROBABILITY SEG
+        # with only 0 and the maximum stores the same masks one byte per pixel, byte-aligned.
+        kind = {
+            "segmentation_type": hd.seg.SegmentationTypeValues.FRACTIONAL,
+            "fractional_type": hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+            "max_fractional_value": 255,
+        }
     seg_ds = hd.seg.Segmentation(
         source_images=[ctx.source],
         pixel_array=stacked,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
+        **kind,  # type: ignore[arg-type]
         content_label="VERTEBRAE",
         omit_empty_frames=False,  # a (degenerate) empty mask stays a frame: one frame per segment
         content_description=f"AI vertebrae {result.view.value}"[:64],
@@ -91,7 +109,36 @@ def encode_seg(ctx: EncodeContext) -> hd.seg.Segmentation | None:
     ctx.copy_source_attributes(seg_ds, orientation="PlaneOrientationSequence" not in shared)
     seg_ds.ImageComments = ctx.image_comments()
     _drop_unreadable_pixel_measures(seg_ds)
+    if ctx.settings.seg_profile is SegProfile.OHIF:
+        _add_ohif_geometry(seg_ds, ctx.source)
     return seg_ds
+
+
+def byte_aligned_binary(rows: int, columns: int) -> bool:
+    """Whether BINARY frames of ``rows`` x ``columns`` start on byte boundaries (else FRACTIONAL is used)."""
+    return (int(rows) * int(columns)) % 8 == 0
+
+
+def _add_ohif_geometry(seg_ds: hd.seg.Segmentation, source: Dataset) -> None:
+    """The ``results.seg_profile = "ohif"`` additions (opt-in, docs/viewer.md).
+
+    OHIF 3.13.2 shows a SEG only with a shared Pixel Measures functional group holding Pixel
+    Spacing **and** Slice Thickness (``OHIFCornerstoneSEGViewport``) and a shared Plane
+    Orientation (Patient) group (cornerstone adapters ``checkOrientation``). A radiograph has no
+    patient Frame of Reference, and PS3.3 A.51-2 allows these groups only with one, so this is
+    not the default: Pixel Spacing is the source's (Pixel Spacing, else Imager Pixel Spacing,
+    else 1\\1 mm), Slice Thickness 1 mm and the orientation the image plane [1,0,0,0,1,0], none of
+    them a statement about the patient.
+    """
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or [1.0, 1.0]
+    shared = seg_ds.SharedFunctionalGroupsSequence[0]
+    measures = Dataset()
+    measures.PixelSpacing = [float(v) for v in spacing]
+    measures.SliceThickness = 1.0
+    shared.PixelMeasuresSequence = [measures]
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    shared.PlaneOrientationSequence = [orientation]
 
 
 def _drop_unreadable_pixel_measures(seg_ds: hd.seg.Segmentation) -> None:
