@@ -56,7 +56,11 @@ def test_no_network_attempts_when_building_loading_predicting(tmp_path: Path) ->
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CDSS_MODELS_ULTRALYTICS_DIR": str(tmp_path / "cfg")},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "CDSS_MODELS_ULTRALYTICS_DIR": str(tmp_path / "cfg"),
+        },
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
