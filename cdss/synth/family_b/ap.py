@@ -86,13 +86,11 @@ def render_ap(
     for n, v in spine.verts.items():
         q = quads[n]
         c = q.mean(axis=0)
-        tau = _sagittal_tilt(v)
-        half = 0.35 * v.depth
-        offs = []
-        for z in (half, -half):
+        tau = 0.5 * _sagittal_tilt(v)  # supine: the lordosis flattens against the table
+        slices = []
+        for z, w in ((0.38 * v.depth, 0.3), (0.0, 0.4), (-0.38 * v.depth, 0.3)):
             d = np.array([z * np.sin(v.rot + spine.patient_rot), z * np.tan(tau)])
-            d = d + (c - geo.aim) * (z / (geo.sod - z))
-            offs.append(d)
+            slices.append((d + (c - geo.aim) * (z / (geo.sod - z)), w))
         sacral = n in SACRAL
         fused = sacral and n != "S1"
         mu_t = 0.0125 * v.density
@@ -100,7 +98,7 @@ def render_ap(
             q,
             _ap_shape(v),
             width_mm=v.depth,
-            slices=[(offs[0], 0.5), (offs[1], 0.5)],
+            slices=slices,
             mu_cortex=mu_t * 1.1 if fused else mu_c,
             mu_trab=mu_t,
             t_end=(0.05, 0.05) if fused else (v.t_end[0], 0.05 if n == "S1" else v.t_end[1]),
@@ -234,10 +232,10 @@ def _pelvis(
     )
     film.slab(
         spline(sac, 4, closed=True),
-        thickness=30.0 * k,
-        mu=0.0075 * bd,
-        taper_mm=14.0,
-        rim_mu=0.003,
+        thickness=28.0 * k,
+        mu=0.0055 * bd,
+        taper_mm=18.0,
+        rim_mu=0.0,
         rim_mm=1.5,
     )
     # sacral foramina: lucent ovals with a thin rim
@@ -276,11 +274,11 @@ def _pelvis(
         )
         film.slab(
             spline(wing, 5, closed=True),
-            thickness=6.0,
-            mu=0.010 * bd,
-            taper_mm=5.0,
-            rim_mu=0.01,
-            rim_mm=1.2,
+            thickness=9.0,
+            mu=0.011 * bd,
+            taper_mm=7.0,
+            rim_mu=0.012,
+            rim_mm=1.4,
             texture=0.25,
         )
         crest = spline(wing[1:5], 6)

@@ -375,7 +375,7 @@ def expose(att: np.ndarray, acq: Acq, rng: np.random.Generator, *, field_px: np.
         lo, hi = (float(v) for v in np.percentile(lsub, (0.05, 99.95)))
         disp = np.clip((logimg - lo) / max(hi - lo, 1e-6), 0, 1)
     else:
-        lo = float(np.percentile(lsub[body], 1.0))
+        lo = float(np.percentile(lsub[body], 8.0 if acq.processing == "film" else 1.0))
         hi = float(np.percentile(lsub[core], p["white_point"]))
         norm = (logimg - lo) * (1.0 / max(hi - lo, 1e-6))
         if acq.processing == "equalize":

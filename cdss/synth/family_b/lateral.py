@@ -188,10 +188,7 @@ def render_lateral(
 
     # --- vertebral bodies (two half-slices each); the sacral segments below S1 are fused
     for name, v in verts.items():
-        half = 0.36 * v.width
-        c = v.centre
-        offs = [proj.side(c, z, v)[0] - c for z in (half, -half)]
-        slices = [(offs[0], 0.5), (offs[1], 0.5)]
+        slices = _slices(proj, v)
         sacral = name in SACRAL
         fused = sacral and name != "S1"
         mu_t = (0.0125 if not sacral else 0.0095) * v.density
@@ -258,8 +255,8 @@ def render_lateral(
         ipd = v.arch[2]
         for z in (ipd / 2 + 4, -(ipd / 2 + 4)):
             moved = [_move_capsule(c, proj, z, v) for c in paired]
-            film.capsules(moved, mu_cortex=mu_c * 0.9, mu_trab=0.010 * bd, texture=0.15)
-        film.capsules(mid, mu_cortex=mu_c * 0.8, mu_trab=0.010 * bd, texture=0.15)
+            film.capsules(moved, mu_cortex=mu_c, mu_trab=0.013 * bd, texture=0.15)
+        film.capsules(mid, mu_cortex=mu_c * 0.9, mu_trab=0.012 * bd, texture=0.15)
         for centre, axes, depth in tps:
             for z in (ipd / 2 + v.arch[3] / 2, -(ipd / 2 + v.arch[3] / 2)):
                 cz = proj.side(centre, z, v)[0]
@@ -281,6 +278,14 @@ def render_lateral(
     _implants(film, spine, proj, implants, rng)
     _calcification(film, spine, rng, drawn)
     return drawn
+
+
+def _slices(proj: _Projector, v: Vert) -> list[tuple[np.ndarray, float]]:
+    """Near, middle and far thirds of a body: offsets (mm) from divergence, tilt and rotation."""
+    c = v.centre
+    return [
+        (proj.side(c, z, v)[0] - c, w) for z, w in ((0.38 * v.width, 0.3), (0.0, 0.4), (-0.38 * v.width, 0.3))
+    ]
 
 
 def _move_capsule(c: Capsule, proj: _Projector, z: float, v: Vert) -> Capsule:

@@ -24,6 +24,7 @@ from cdss.synth.family_b.lateral import (
     _arch_capsules,
     _move_capsule,
     _Projector,
+    _slices,
 )
 from cdss.synth.family_b.render import Capsule, Film
 from cdss.synth.family_b.spine import SlipPlan, Vert, build_spine
@@ -208,7 +209,7 @@ def _chest_lateral(rng: np.random.Generator, sex: str) -> OtherScene:
         )
         film.soft_blob(lung, -MU_SOFT * 190 * k, blur_mm=8.0)
         film.soft_blob(
-            _ellipse((45 * k, 160 * k), 55 * k, 60 * k, 0.4), MU_SOFT * 120 * k, blur_mm=10
+            _ellipse((45 * k, 160 * k), 55 * k, 60 * k, 0.4), MU_SOFT * 60 * k, blur_mm=10
         )  # heart
         # thoracic spine posteriorly, sternum anteriorly
         y = -70.0 * k
@@ -374,7 +375,7 @@ def _tspine(rng: np.random.Generator, sex: str, age: int) -> OtherScene:
         lung = _ellipse((float(ctr[0]) + 70, float(ctr[1]) - 10), 110, 170, 0.0, 36)
         film.soft_blob(lung, -MU_SOFT * 180, blur_mm=10.0)
         film.soft_blob(
-            _ellipse((float(ctr[0]) + 110, float(ctr[1]) + 90), 60, 70), MU_SOFT * 110, blur_mm=12.0
+            _ellipse((float(ctr[0]) + 110, float(ctr[1]) + 90), 60, 70), MU_SOFT * 55, blur_mm=12.0
         )
 
         class _S:
@@ -383,17 +384,14 @@ def _tspine(rng: np.random.Generator, sex: str, age: int) -> OtherScene:
 
         proj = _Projector(_S(), LateralGeometry(aim, sod))  # type: ignore[arg-type]
         for v in verts:
-            half = 0.36 * v.width
-            c = v.centre
-            offs = [proj.side(c, z, v)[0] - c for z in (half, -half)]
             film.body(
                 v.quad,
                 v.shape,
                 width_mm=v.width,
-                slices=[(offs[0], 0.5), (offs[1], 0.5)],
-                mu_cortex=0.026,
-                mu_trab=0.016,
-                texture=0.1,
+                slices=_slices(proj, v),
+                mu_cortex=0.024,
+                mu_trab=0.0125,
+                texture=0.08,
             )
             paired, mid, _ = _arch_capsules(v, rng)
             for z in (12.0, -12.0):
@@ -466,7 +464,7 @@ def _hand(rng: np.random.Generator) -> OtherScene:
             rays.append(p)
             for j, L in enumerate(segs):
                 q = p + d * L
-                r = (4.6 if j == 0 else 3.8 - 0.5 * j) * (1.2 if i == 0 else 1.0)
+                r = (6.2 if j == 0 else 5.4 - 0.6 * j) * (1.15 if i == 0 else 1.0)
                 film.capsules(
                     [Capsule(tuple(p + d * 2.0), tuple(q - d * 2.0), r + 1.0, r, 1.0, 1.3)],
                     mu_cortex=0.024,
@@ -488,13 +486,9 @@ def _hand(rng: np.random.Generator) -> OtherScene:
             mu_cortex=0.024,
             mu_trab=0.006,
         )  # ulna
-        pts = np.vstack(
-            [
-                [[-s * 40, 220], [-s * 42, 90]],
-                np.array(outline)[:: -1 if s > 0 else 1],
-                [[s * 45, 90], [s * 38, 220]],
-            ]
-        )
+        tips = np.array(outline)
+        tips = tips[np.argsort(tips[:, 0])]  # left to right across the hand
+        pts = np.vstack([[[-46.0, 220.0], [-50.0, 95.0]], tips, [[50.0, 95.0], [46.0, 220.0]]])
         film.soft_blob(spline(pts, 3, closed=True), MU_SOFT * 28, blur_mm=4.0)
 
     region = np.array([[-90.0, -140.0], [90.0, -140.0], [90.0, 180.0], [-90.0, 180.0]])
