@@ -198,7 +198,9 @@ def _with_comments(group: Dataset, texts: list[str]) -> Dataset:
     return group
 
 
-def _certainty(value: float, coordinates: np.ndarray | None, region_source: hd.sr.SourceImageForRegion):
+def _certainty(
+    value: float, coordinates: np.ndarray | None, region_source: hd.sr.SourceImageForRegion
+) -> hd.sr.Measurement:
     """Certainty of Finding (DCM 111012) in [0, 1], optionally inferred from coordinates."""
     refs = None
     if coordinates is not None:
