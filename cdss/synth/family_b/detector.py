@@ -291,8 +291,19 @@ def field_mask(shape: tuple[int, int], field_px: np.ndarray, penumbra_px: float,
     return mf
 
 
-def expose(att: np.ndarray, acq: Acq, rng: np.random.Generator, *, field_px: np.ndarray) -> Exposure:
-    """Turn projected attenuation (−ln transmission) into stored pixel values (see module doc)."""
+def expose(
+    att: np.ndarray,
+    acq: Acq,
+    rng: np.random.Generator,
+    *,
+    field_px: np.ndarray,
+    roi_px: np.ndarray | None = None,
+) -> Exposure:
+    """Turn projected attenuation (−ln transmission) into stored pixel values (see module doc).
+
+    ``roi_px`` (a polygon, pixels) is the anatomy the exposure recognition ranges on (the
+    vertebral bodies with a margin); without it the thicker half of the exposed body is used.
+    """
     rows, cols = att.shape
     shape = (rows, cols)
     f = 4
@@ -369,13 +380,23 @@ def expose(att: np.ndarray, acq: Acq, rng: np.random.Generator, *, field_px: np.
     # the processing ranges on the anatomy of interest: the thicker part of the body (thin skin
     # edges burn out, as they do on real lateral spines)
     core = body & (lsub >= np.percentile(lsub[body], 25))
+    if roi_px is not None:
+        rm = np.zeros(lsub.shape, np.uint8)
+        cv2.fillPoly(rm, [np.round(np.asarray(roi_px) / 4).astype(np.int32).reshape(-1, 1, 2)], 1)
+        roi = rm.astype(bool) & isub
+        if roi.sum() >= 100:
+            core = roi
     p = acq.params
     px_mm = 1.0 / acq.pitch_mm
     if acq.for_processing:
-        lo, hi = (float(v) for v in np.percentile(lsub, (0.05, 99.95)))
+        lo, hi = (float(v) for v in np.percentile(lsub[isub] if isub.sum() > 100 else lsub, (0.05, 99.95)))
         disp = np.clip((logimg - lo) / max(hi - lo, 1e-6), 0, 1)
     else:
-        lo = float(np.percentile(lsub[body], 8.0 if acq.processing == "film" else 1.0))
+        lo = float(
+            np.percentile(lsub[core], 0.5)
+            if roi_px is not None
+            else np.percentile(lsub[body], 8.0 if acq.processing == "film" else 1.0)
+        )
         hi = float(np.percentile(lsub[core], p["white_point"]))
         norm = (logimg - lo) * (1.0 / max(hi - lo, 1e-6))
         if acq.processing == "equalize":
@@ -393,7 +414,7 @@ def expose(att: np.ndarray, acq: Acq, rng: np.random.Generator, *, field_px: np.
             fine = cv2.GaussianBlur(norm, (0, 0), max(0.6, 1.2 * px_mm))
             proc = norm + 0.4 * (norm - fine)
         psub = proc[::4, ::4][core]
-        lo = float(np.percentile(proc[::4, ::4][body], 1.0))
+        lo = float(np.percentile(psub if roi_px is not None else proc[::4, ::4][body], 1.0))
         hi = float(np.percentile(psub, 99.7))
         x = (proc - lo) / max(hi - lo, 1e-6)
         c = p["contrast"]

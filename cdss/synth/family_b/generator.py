@@ -101,6 +101,15 @@ def visible_fraction(outline_px: np.ndarray, clip: np.ndarray) -> float:
     return float(np.clip(polygon_area(clip_polygon(outline_px, clip)) / area, 0.0, 1.0))
 
 
+def spine_roi(outlines_px: list[np.ndarray], grow: float = 1.15) -> np.ndarray:
+    """Convex hull of the annotated bodies, enlarged about its centre (exposure recognition ROI)."""
+    import cv2
+
+    hull = cv2.convexHull(np.vstack(outlines_px).astype(np.float32)).reshape(-1, 2).astype(float)
+    c = hull.mean(axis=0)
+    return c + (hull - c) * grow
+
+
 def exposed_region(rows: int, cols: int, field_px: np.ndarray) -> np.ndarray:
     return clip_polygon(image_rect(rows, cols), field_px)
 
@@ -396,7 +405,8 @@ def _lumbar_lateral(seed: int, index: int, variant: str, opts: OptionsB) -> tupl
     lead = _marker(rng, acq, framing.field_px, body_px, text, framing.px_per_mm)
     if lead is not None:
         att += lead
-    exposure = expose(att, acq, rng, field_px=framing.field_px)
+    roi = spine_roi([cam(outlines[n]) for n in GT_NAMES], rng.uniform(1.1, 1.5))
+    exposure = expose(att, acq, rng, field_px=framing.field_px, roi_px=roi)
     body_part, bp_ok = _body_part(
         rng, opts, [("LSPINE", 45), ("LUMBAR SPINE", 15), ("SPINE", 8), (ABSENT, 20)], [("L-SPINE", 12)]
     )
@@ -531,7 +541,9 @@ def _lumbar_ap(seed: int, index: int, variant: str, opts: OptionsB) -> tuple[Dat
     lead = _marker(rng, acq, framing.field_px, body_px, str(rng.choice(["L", "R"])), framing.px_per_mm)
     if lead is not None:
         att += lead
-    exposure = expose(att, acq, rng, field_px=framing.field_px)
+    side = cam.vec(np.array([rng.uniform(40, 90), 0.0]))  # AP: include the psoas and flanks
+    roi = spine_roi([cam(outlines[n]) + d for n in GT_NAMES for d in (side, -side)], 1.1)
+    exposure = expose(att, acq, rng, field_px=framing.field_px, roi_px=roi)
     body_part, bp_ok = _body_part(
         rng, opts, [("LSPINE", 45), ("LUMBAR SPINE", 15), ("SPINE", 8), (ABSENT, 20)], [("L-SPINE", 12)]
     )
