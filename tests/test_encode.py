@@ -33,6 +33,7 @@ from cdss.analysis.types import (
 from cdss.config import ResultSettings
 from cdss.encode import EncodeError, ResultKind, encode_results
 from cdss.encode import codes as C
+from cdss.encode.common import from_image_coordinates
 from cdss.encode.overlay import (
     format_percent,
     level_text,
@@ -305,7 +306,8 @@ def test_sr_levels_match_the_result(corpus: dict[str, Case], name: str) -> None:
         expected = np.array(
             [found[level.upper].corners[2], found[level.lower].corners[1], found[level.lower].corners[0]]
         )
-        np.testing.assert_allclose(coords.value, expected, atol=1e-3)
+        # SCOORD puts 0\\0 at the top-left pixel's corner; cdss at its centre
+        np.testing.assert_allclose(from_image_coordinates(coords.value), expected, atol=1e-3)
         assert evaluations["Meyerding grade"] == [(C.MEYERDING[level.grade].value, "99CDSS")]
         if level.grade is MeyerdingGrade.NONE:
             assert "Slip direction" not in evaluations
@@ -428,7 +430,7 @@ def test_cervical_sr_and_gsps(corpus: dict[str, Case], name: str) -> None:
     assert p.value == pytest.approx(rounded_probability(result.probability)) and p.unit == C.NO_UNITS
     assert op.value == pytest.approx(result.operating_point) and op.unit == C.NO_UNITS
     assert _evaluations(group)["Normality"] == [(C.NORMALITY[result.label].value, "SCT")]
-    roi = group.roi.value
+    roi = from_image_coordinates(group.roi.value)
     c0, r0, c1, r1 = result.roi
     np.testing.assert_allclose(roi.min(axis=0), [c0, r0], atol=1e-3)
     np.testing.assert_allclose(roi.max(axis=0), [c1, r1], atol=1e-3)
@@ -467,7 +469,7 @@ def test_vertebra_tracking_uids_shared_by_seg_sr_gsps(corpus: dict[str, Case], n
     for i, n in enumerate(seg.segment_numbers):
         desc = seg.get_segment_description(n)
         uid = seg_uids[desc.segment_label]
-        region = by_uid[uid].roi.value
+        region = from_image_coordinates(by_uid[uid].roi.value)
         np.testing.assert_allclose(gsps_outlines[desc.segment_label].points, region, atol=1e-3)
         drawn = rasterise(region, case.result.image_shape)
         stored = masks[:, :, i] > 0
@@ -489,7 +491,9 @@ def test_level_values_in_sr_equal_those_drawn_in_gsps(corpus: dict[str, Case], n
         group = groups[uid]
         (slip,) = group.get_measurements(name=C.PRIVATE.SLIP_PCT)
         points = [g.points[0] for g in ov.graphics if g.tracking_uid == uid and g.kind == "point"]
-        np.testing.assert_allclose(np.array(points), slip.referenced_coordinates[0].value, atol=1e-3)
+        np.testing.assert_allclose(
+            np.array(points), from_image_coordinates(slip.referenced_coordinates[0].value), atol=1e-3
+        )
         (label,) = [t for t in ov.labels if t.tracking_uid == uid]
         assert label.tracking_id == f"{level.name} spondylolisthesis"
         shown = float(re.search(r" (\d+\.\d) % ", label.text).group(1))  # type: ignore[union-attr]

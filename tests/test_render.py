@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from cdss.analysis.types import LumbarResult, Vertebra
 from cdss.encode import ResultKind
+from cdss.encode.common import from_image_coordinates
 from cdss.encode.overlay import LAYERS, Overlay, overlay_from_gsps
 from cdss.encode.seg import VERTEBRA_RGB
 from cdss.render import (
@@ -186,9 +187,15 @@ def test_dcmtk_presentation_state_reading_matches_cdss_render(name: str, tmp_pat
         ours = [t for t in ov.labels if t.layer == layer_name]
         assert [t["text"] for t in read["texts"]] == [t.text for t in ours], layer_name
         for dcmtk_text, label in zip(read["texts"], ours, strict=True):
-            np.testing.assert_allclose(dcmtk_text["tlhc"], label.box[:2], atol=1e-2)
+            # DCMTK reports DICOM image coordinates (0\\0 = the top-left pixel's corner); cdss
+            # render's are pixel centres: the same place is half a pixel apart in numbers
+            np.testing.assert_allclose(
+                from_image_coordinates(np.array(dcmtk_text["tlhc"])), label.box[:2], atol=1e-2
+            )
             if label.anchor is not None:
-                np.testing.assert_allclose(dcmtk_text["anchor"], label.anchor, atol=1e-2)
+                np.testing.assert_allclose(
+                    from_image_coordinates(np.array(dcmtk_text["anchor"])), label.anchor, atol=1e-2
+                )
         graphics = [(("point" if g.kind == "point" else "polyline"), len(g.points)) for g in ov.graphics]
         assert read["graphics"] == [
             g for g, o in zip(graphics, ov.graphics, strict=True) if o.layer == layer_name

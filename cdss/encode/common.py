@@ -395,3 +395,19 @@ def closed(points: np.ndarray) -> np.ndarray:
     if len(pts) and not np.allclose(pts[0], pts[-1]):
         pts = np.vstack([pts, pts[:1]])
     return pts
+
+
+#: cdss puts (0, 0) at the *centre* of the top-left pixel (:mod:`cdss.analysis.types`); DICOM image
+#: coordinates — SR SCOORD (PS3.3 C.18.6.1.2) and GSPS PIXEL units (PS3.3 C.10.5.1.2) — put
+#: 0.0\0.0 at the top-left *corner* of that pixel, so a pixel centre (c, r) is (c + 0.5, r + 0.5).
+PIXEL_CENTRE_OFFSET = 0.5
+
+
+def to_image_coordinates(points: np.ndarray) -> np.ndarray:
+    """cdss (column, row) pixel-centre coordinates → DICOM image coordinates (SCOORD, GSPS PIXEL)."""
+    return np.asarray(points, dtype=float) + PIXEL_CENTRE_OFFSET
+
+
+def from_image_coordinates(points: np.ndarray) -> np.ndarray:
+    """DICOM image coordinates (SCOORD, GSPS PIXEL) → cdss (column, row) pixel-centre coordinates."""
+    return np.asarray(points, dtype=float) - PIXEL_CENTRE_OFFSET

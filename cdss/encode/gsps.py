@@ -22,7 +22,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from cdss.encode.common import EncodeContext, ResultKind
+from cdss.encode.common import PIXEL_CENTRE_OFFSET, EncodeContext, ResultKind, to_image_coordinates
 from cdss.encode.overlay import Overlay
 
 __all__ = ["encode_gsps"]
@@ -125,7 +125,7 @@ def encode_gsps(ctx: EncodeContext, overlay: Overlay) -> hd.pr.GrayscaleSoftcopy
                 graphic_type=hd.pr.GraphicTypeValues.POINT
                 if g.kind == "point"
                 else hd.pr.GraphicTypeValues.POLYLINE,
-                graphic_data=np.asarray(g.points, dtype=float),
+                graphic_data=to_image_coordinates(g.points),
                 units=hd.pr.AnnotationUnitsValues.PIXEL,
                 tracking_id=g.tracking_id,
                 tracking_uid=g.tracking_uid,
@@ -137,8 +137,8 @@ def encode_gsps(ctx: EncodeContext, overlay: Overlay) -> hd.pr.GrayscaleSoftcopy
             hd.pr.TextObject(
                 text_value=t.text,
                 units=hd.pr.AnnotationUnitsValues.PIXEL,
-                bounding_box=t.box,
-                anchor_point=t.anchor,
+                bounding_box=tuple(v + PIXEL_CENTRE_OFFSET for v in t.box),
+                anchor_point=None if t.anchor is None else tuple(v + PIXEL_CENTRE_OFFSET for v in t.anchor),
                 tracking_id=t.tracking_id,
                 tracking_uid=t.tracking_uid,
             )

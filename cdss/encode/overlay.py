@@ -35,6 +35,7 @@ from cdss.analysis.types import (
     Vertebra,
     VertebraSegment,
 )
+from cdss.encode.common import PIXEL_CENTRE_OFFSET, from_image_coordinates
 
 __all__ = [
     "LAYERS",
@@ -374,22 +375,22 @@ def overlay_from_gsps(gsps: Dataset, shape: tuple[int, int]) -> Overlay:
         for go in ann.get("GraphicObjectSequence", []):
             if str(go.get("GraphicAnnotationUnits", "PIXEL")) != "PIXEL":
                 continue
-            pts = np.asarray(go.GraphicData, dtype=float).reshape(-1, 2)
+            pts = from_image_coordinates(np.asarray(go.GraphicData, dtype=float).reshape(-1, 2))
             gtype = str(go.GraphicType)
             kind = "point" if gtype == "POINT" else "polyline"
             ov.graphics.append(Graphic(kind, pts, name, go.get("TrackingID"), go.get("TrackingUID")))
         for to in ann.get("TextObjectSequence", []):
             if "BoundingBoxTopLeftHandCorner" in to:
-                x0, y0 = (float(v) for v in to.BoundingBoxTopLeftHandCorner)
-                x1, y1 = (float(v) for v in to.BoundingBoxBottomRightHandCorner)
+                x0, y0 = (float(v) - PIXEL_CENTRE_OFFSET for v in to.BoundingBoxTopLeftHandCorner)
+                x1, y1 = (float(v) - PIXEL_CENTRE_OFFSET for v in to.BoundingBoxBottomRightHandCorner)
             elif "AnchorPoint" in to:
-                x0, y0 = (float(v) for v in to.AnchorPoint)
+                x0, y0 = (float(v) - PIXEL_CENTRE_OFFSET for v in to.AnchorPoint)
                 x1, y1 = x0 + 1.0, y0 + text_height(shape)
             else:
                 continue
             anchor = None
             if "AnchorPoint" in to and "BoundingBoxTopLeftHandCorner" in to:
-                anchor = tuple(float(v) for v in to.AnchorPoint)
+                anchor = tuple(float(v) - PIXEL_CENTRE_OFFSET for v in to.AnchorPoint)
             ov.labels.append(
                 TextLabel(
                     str(to.UnformattedTextValue),

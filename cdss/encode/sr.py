@@ -63,7 +63,7 @@ from cdss.analysis.types import (
     VertebraSegment,
 )
 from cdss.encode import codes as C
-from cdss.encode.common import EncodeContext, ResultKind, closed, patient_orientation
+from cdss.encode.common import EncodeContext, ResultKind, closed, patient_orientation, to_image_coordinates
 from cdss.encode.overlay import (
     level_text,
     roi_polygon,
@@ -164,7 +164,7 @@ def _lumbar_groups(
                 ),
                 referenced_region=hd.sr.ImageRegion(
                     graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                    graphic_data=closed(seg.outline),
+                    graphic_data=to_image_coordinates(closed(seg.outline)),
                     source_image=region_source,
                 ),
                 finding_type=C.VERTEBRA[seg.label],
@@ -207,7 +207,7 @@ def _certainty(
         refs = [
             hd.sr.CoordinatesForMeasurement(
                 graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                graphic_data=np.asarray(coordinates, dtype=float),
+                graphic_data=to_image_coordinates(coordinates),
                 source_image=region_source,
             )
         ]
@@ -294,7 +294,7 @@ def _level_group(
                 # An open path through the three corners (OHIF 3.13 shows "Slip percentage: x %"
                 # beside a POLYLINE but draws MULTIPOINT without a label; see docs/viewer.md).
                 graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                graphic_data=np.asarray(points, dtype=float),
+                graphic_data=to_image_coordinates(points),
                 source_image=region_source,
             )
         ],
@@ -369,7 +369,9 @@ def _cervical_groups(
             identifier=f"foraminal stenosis {lat.value}",
         ),
         referenced_region=hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=rect, source_image=region_source
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=to_image_coordinates(rect),
+            source_image=region_source,
         ),
         finding_type=P.FORAMINAL_STENOSIS,
         finding_sites=[hd.sr.FindingSite(C.CERVICAL_SPINE, laterality=C.LATERALITY[lat])],
