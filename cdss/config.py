@@ -289,6 +289,19 @@ class JobSettings(_Section):
         description="A FOR PROCESSING image waits this long after receipt for the FOR PRESENTATION image "
         "of the same acquisition, which is analysed and referenced instead (see docs/operations.md).",
     )
+    batch_size: int = Field(
+        8,
+        ge=1,
+        description="Jobs a worker claims at once and analyses together: one batched model call per "
+        "analysis (lumbar, cervical), then each job's own encode/store/commit transaction; 1 = one job "
+        "at a time. Under a backlog batches fill by themselves; a lone image is not delayed.",
+    )
+    batch_wait_s: float = Field(
+        0.0,
+        ge=0,
+        description="When fewer than batch_size jobs are due, wait up to this long (seconds) for more "
+        "to arrive before analysing; 0 = start at once with what is due.",
+    )
 
 
 class Analysis(StrEnum):

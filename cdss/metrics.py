@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = [
     "ANALYSIS_SECONDS",
     "ASSOCIATIONS_REJECTED",
+    "BATCH_SIZE",
     "DELIVERIES",
     "DELIVERY_SECONDS",
     "END_TO_END_SECONDS",
@@ -85,5 +86,12 @@ END_TO_END_SECONDS = Histogram(
     "cdss_end_to_end_seconds",
     "From receipt of an image to the last of its results delivered (seconds).",
     buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "cdss_analysis_batch_size",
+    "Images analysed together in one batched model call (jobs.batch_size), by analysis.",
+    ["analysis"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
     registry=REGISTRY,
 )

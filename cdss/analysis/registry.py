@@ -158,6 +158,31 @@ class ModelRegistry:
             return model.analyse(ds, LumbarView.AP)
         return model.analyse(ds, laterality)
 
+    def analyse_batch(
+        self, analysis: Analysis, items: list[tuple[Dataset, Laterality | None]]
+    ) -> list[LumbarResult | CervicalResult]:
+        """Run ``analysis`` on several images with batched forward passes (the job queue's batches).
+
+        Parameters
+        ----------
+        analysis
+            ``LUMBAR_LATERAL``, ``LUMBAR_AP`` or ``CERVICAL_OBLIQUE`` (one analysis per call).
+        items
+            ``(dataset, laterality)`` pairs; laterality is used for cervical views only.
+
+        Returns
+        -------
+        list
+            One result per item, in order. Raises when any image cannot be analysed; the
+            caller then analyses them one by one to find which.
+        """
+        model = self.get(analysis)
+        if analysis is Analysis.LUMBAR_LATERAL:
+            return list(model.analyse_batch([(ds, LumbarView.LATERAL) for ds, _ in items]))
+        if analysis is Analysis.LUMBAR_AP:
+            return list(model.analyse_batch([(ds, LumbarView.AP) for ds, _ in items]))
+        return list(model.analyse_batch(list(items)))
+
     def model_info(self, analysis: Analysis) -> ModelInfo:
         """Identity of the model that serves ``analysis`` (loads it if needed)."""
         return self.get(analysis).info

@@ -3,7 +3,8 @@
 Both backends take their work from the database (the source of truth, DESIGN.md invariant 3):
 
 ``local`` (default)
-    ``jobs.workers`` threads inside ``cdss serve`` claim due jobs from the database.
+    ``jobs.workers`` threads inside ``cdss serve`` claim due jobs from the database, up to
+    ``jobs.batch_size`` at a time (analysed with one batched model call per analysis).
     :meth:`LocalBackend.submit` only wakes an idle worker; a job that was never submitted
     (e.g. queued before a crash) is found by polling every ``jobs.poll_interval_s``.
 ``celery``
@@ -153,14 +154,14 @@ class LocalBackend:
             )
         while not self._stopping.is_set():
             try:
-                outcome = runner.run_next()
+                outcomes = runner.run_batch(self._stopping)
             except Exception as exc:  # database unavailable, etc.: keep the thread alive
                 log.error(
                     "worker could not claim a job", error_type=type(exc).__name__, where=exception_frames(exc)
                 )
                 self._stopping.wait(min(30.0, poll * 10))
                 continue
-            if outcome is not None:
+            if outcomes:
                 continue
             with self._wake:
                 if self._signals == 0 and not self._stopping.is_set():

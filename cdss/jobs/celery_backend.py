@@ -118,15 +118,18 @@ def configure_worker(factory: Callable[[], WorkerContext] | None) -> None:
 
 def _process(task: Any, job_id: int) -> str:
     runner = _STATE.runner()
-    outcome = runner.run_job(int(job_id))
+    # The message names one job; the database lends up to jobs.batch_size - 1 more due jobs to
+    # analyse with it (their own messages then find them taken, which is harmless).
+    outcomes = runner.run_job_batch(int(job_id))
     settings = runner.settings
-    if outcome.status in (RunStatus.FAILED, RunStatus.NOT_DUE, RunStatus.DEFERRED) and (
-        outcome.retry_in_s is not None and outcome.retry_in_s <= settings.republish_after_s
-    ):
-        task.app.send_task(
-            TASK_NAME, args=[int(job_id)], countdown=outcome.retry_in_s, queue=settings.celery_queue
-        )
-    return outcome.status.value
+    for outcome in outcomes:
+        if outcome.status in (RunStatus.FAILED, RunStatus.NOT_DUE, RunStatus.DEFERRED) and (
+            outcome.retry_in_s is not None and outcome.retry_in_s <= settings.republish_after_s
+        ):
+            task.app.send_task(
+                TASK_NAME, args=[outcome.job_id], countdown=outcome.retry_in_s, queue=settings.celery_queue
+            )
+    return outcomes[0].status.value
 
 
 def make_celery_app(settings: JobSettings) -> Celery:

@@ -7,6 +7,11 @@ Transactions (DESIGN.md invariant 3), all fenced by the job's lease:
    ``succeeded`` state with its findings ``summary`` and the audit event — or, for an image no
    analysis applies to, the ``not_applicable`` state and a "not applicable" audit event.
 
+Batches: :func:`process_jobs` takes the jobs a worker claimed together (``jobs.batch_size``):
+each is routed on its own, the images to analyse are analysed with one batched model call per
+analysis, and each job then gets its own final transaction as above. A failing batch is
+repeated image by image, so one unreadable image fails only its own job.
+
 Idempotency: result files are written to the spool *before* the final transaction, but nothing
 refers to them until it commits, and only the worker that still holds the lease can commit
 (:func:`cdss.jobs.states.finish_job`). A retry after a crash therefore produces one new set of
@@ -61,16 +66,18 @@ from cdss.jobs.results import StoredResult, record_results
 from cdss.jobs.states import ClaimedJob, LeaseLost, audit_job, defer_job, finish_job, guard_lease
 from cdss.jobs.summary import JobSummary, ResultRef
 from cdss.logs import get_logger
-from cdss.metrics import ANALYSIS_SECONDS, JOBS_FINISHED
-from cdss.route import ViewClassifying, route
+from cdss.metrics import ANALYSIS_SECONDS, BATCH_SIZE, JOBS_FINISHED
+from cdss.route import RouteDecision, ViewClassifying, route
 
 __all__ = [
     "Analyser",
     "PipelineContext",
+    "PipelineProcessor",
     "ReferenceChoice",
     "UnanalysableImage",
     "make_processor",
     "process_job",
+    "process_jobs",
     "same_acquisition",
 ]
 
@@ -101,7 +108,11 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class Analyser(Protocol):
-    """What the pipeline needs from :class:`cdss.analysis.registry.ModelRegistry`."""
+    """What the pipeline needs from :class:`cdss.analysis.registry.ModelRegistry`.
+
+    A registry may also offer ``analyse_batch(analysis, [(ds, laterality), ...]) -> [result, ...]``
+    (one batched model call); without it a batch is analysed image by image.
+    """
 
     def analyse(
         self, analysis: Analysis, ds: Dataset, laterality: Laterality | None = None
@@ -154,13 +165,26 @@ class ReferenceChoice:
     twin_sop_instance_uid: str | None = None
 
 
-def make_processor(ctx: PipelineContext) -> Callable[[ClaimedJob], None]:
+class PipelineProcessor:
+    """The job processor of :class:`cdss.jobs.runner.JobRunner` and the backends.
+
+    Calling it processes one job (:func:`process_job`); :meth:`process_many` processes a batch
+    (:func:`process_jobs`), which the runner uses when ``jobs.batch_size`` > 1.
+    """
+
+    def __init__(self, ctx: PipelineContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, job: ClaimedJob) -> None:
+        process_job(job, self.ctx)
+
+    def process_many(self, jobs: list[ClaimedJob]) -> dict[int, BaseException | None]:
+        return process_jobs(jobs, self.ctx)
+
+
+def make_processor(ctx: PipelineContext) -> PipelineProcessor:
     """The job processor for :class:`cdss.jobs.runner.JobRunner` / the backends."""
-
-    def processor(job: ClaimedJob) -> None:
-        process_job(job, ctx)
-
-    return processor
+    return PipelineProcessor(ctx)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -312,6 +336,70 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         Any failure (unreadable file, analysis or encoding error, database error): the runner
         records a failed attempt (retry with back-off, then dead).
     """
+    error = process_jobs([job], ctx)[job.id]
+    if error is not None:
+        raise error
+
+
+def process_jobs(jobs: list[ClaimedJob], ctx: PipelineContext) -> dict[int, BaseException | None]:
+    """Process several claimed jobs with one batched model call per analysis.
+
+    Each job is routed and its reference image chosen on its own (finishing it at once when it
+    is not applicable, superseded or has to wait); the jobs left to analyse are grouped by
+    analysis and analysed with :meth:`Analyser.analyse_batch` (when the registry has it; a
+    failing batch is repeated image by image, so that one bad image fails alone); then each
+    job's results are encoded, stored and committed in its own final transaction, exactly as
+    for a single job.
+
+    Returns
+    -------
+    dict
+        Per job id: ``None`` when the job was ended (or deferred), else the exception that ended
+        this attempt (:class:`LeaseLost`, :class:`UnanalysableImage`, ...), for the runner to
+        record. Never raises for one job's failure.
+    """
+    errors: dict[int, BaseException | None] = {}
+    pending: list[_Pending] = []
+    for job in jobs:
+        try:
+            item = _route_and_choose(job, ctx)
+        except Exception as exc:
+            errors[job.id] = exc
+            continue
+        if item is None:
+            errors[job.id] = None
+        else:
+            pending.append(item)
+    outcomes = _analyse_all(pending, ctx)
+    for item in pending:
+        outcome = outcomes[item.job.id]
+        if isinstance(outcome, BaseException):
+            errors[item.job.id] = outcome
+            continue
+        result, seconds = outcome
+        try:
+            _complete(item, result, seconds, ctx)
+        except Exception as exc:
+            errors[item.job.id] = exc
+        else:
+            errors[item.job.id] = None
+    return errors
+
+
+@dataclass
+class _Pending:
+    """A routed job whose image is to be analysed."""
+
+    job: ClaimedJob
+    src: _Source
+    ds: Dataset
+    decision: RouteDecision
+    analysis: Analysis
+    choice: ReferenceChoice
+
+
+def _route_and_choose(job: ClaimedJob, ctx: PipelineContext) -> _Pending | None:
+    """Route the job and choose its reference image; ``None`` when the job was ended or deferred."""
     settings = ctx.settings
     src = _load_source(ctx.db, job.instance_id)
     ds = dcmread(ctx.spool.path(src.spool_key))
@@ -328,7 +416,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         _finish_not_applicable(
             ctx, job, JobSummary.not_applicable(analysis.value, decision.reason, route=evidence)
         )
-        return
+        return None
 
     choice = choose_reference(ctx, src, ds)
     if choice.action == "wait":
@@ -338,7 +426,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         ):
             raise LeaseLost(f"job {job.id}: lease lost while deferring")
         log.info("job waits for the FOR PRESENTATION image", job_id=job.id, until=until.isoformat())
-        return
+        return None
     if choice.action == "superseded":
         _finish_not_applicable(
             ctx,
@@ -351,8 +439,85 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
                 route=evidence,
             ),
         )
-        return
+        return None
+    return _Pending(job, src, ds, decision, analysis, choice)
 
+
+_Analysed = tuple[LumbarResult | CervicalResult, float] | BaseException
+
+
+def _permanent(exc: BaseException) -> BaseException:
+    """An analysis failure that retrying cannot cure becomes :class:`UnanalysableImage` (dead at once)."""
+    if isinstance(exc, PERMANENT_ERRORS):
+        err = UnanalysableImage(f"{type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+def _analyse_one(item: _Pending, ctx: PipelineContext) -> _Analysed:
+    started = time.monotonic()
+    try:
+        result = ctx.registry.analyse(item.analysis, item.ds, laterality=item.decision.laterality)
+    except Exception as exc:
+        return _permanent(exc)
+    return result, time.monotonic() - started
+
+
+def _analyse_all(pending: list[_Pending], ctx: PipelineContext) -> dict[int, _Analysed]:
+    """Analyse the pending jobs: one batched call per analysis, image by image if that fails.
+
+    Returns per job id the result and the seconds of analysis attributed to it (the batch's
+    time shared equally), or the exception of its analysis.
+    """
+    out: dict[int, _Analysed] = {}
+    groups: dict[Analysis, list[_Pending]] = {}
+    for item in pending:
+        groups.setdefault(item.analysis, []).append(item)
+    batch = getattr(ctx.registry, "analyse_batch", None)
+    for analysis, items in groups.items():
+        if len(items) == 1 or not callable(batch):
+            for item in items:
+                out[item.job.id] = _analyse_one(item, ctx)
+            continue
+        started = time.monotonic()
+        try:
+            results = batch(analysis, [(item.ds, item.decision.laterality) for item in items])
+            if len(results) != len(items):
+                raise RuntimeError(f"analyse_batch returned {len(results)} results for {len(items)} images")
+        except Exception as exc:
+            # One image can break the whole batch (undecodable pixels, no ROI found): analyse
+            # each on its own so that only that image's job fails.
+            log.warning(
+                "batched analysis failed; analysing image by image",
+                analysis=analysis.value,
+                images=len(items),
+                error_type=type(exc).__name__,
+            )
+            for item in items:
+                out[item.job.id] = _analyse_one(item, ctx)
+            continue
+        share = (time.monotonic() - started) / len(items)
+        for item, result in zip(items, results, strict=True):
+            out[item.job.id] = (result, share)
+        BATCH_SIZE.labels(analysis=analysis.value).observe(len(items))
+    return out
+
+
+def _complete(
+    item: _Pending, result: LumbarResult | CervicalResult, analysis_s: float, ctx: PipelineContext
+) -> None:
+    """Encode, store and commit one analysed job's results (its final transaction)."""
+    settings = ctx.settings
+    job, src, ds, decision, analysis, choice = (
+        item.job,
+        item.src,
+        item.ds,
+        item.decision,
+        item.analysis,
+        item.choice,
+    )
+    evidence = decision.evidence_or_default()
     started = time.monotonic()
     # A Secondary Capture is made whenever a target will receive one: a destination that asks for
     # it (send_sc), or the calling AE when results.secondary_capture (cdss.route.destinations).
@@ -360,11 +525,10 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         settings.dispatch.return_to_calling_ae and settings.results.secondary_capture
     )
     try:
-        result = ctx.registry.analyse(analysis, ds, laterality=decision.laterality)
         encoded = encode_results(ds, result, settings.results, include_sc=include_sc)
     except PERMANENT_ERRORS as exc:
         raise UnanalysableImage(f"{type(exc).__name__}: {exc}") from exc
-    ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(time.monotonic() - started)
+    ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(analysis_s + time.monotonic() - started)
 
     stored: list[StoredResult] = []
     created_keys: list[str] = []
@@ -430,7 +594,7 @@ def process_job(job: ClaimedJob, ctx: PipelineContext) -> None:
         job_id=job.id,
         analysis=analysis.value,
         objects=len(stored),
-        seconds=round(time.monotonic() - started, 2),
+        seconds=round(analysis_s + time.monotonic() - started, 2),
     )
     if ctx.on_results is not None:
         try:

@@ -1,17 +1,25 @@
-"""Running one job under a lease: claim → heartbeat → process → fail/retry.
+"""Running jobs under a lease: claim → heartbeat → process → fail/retry.
 
 The same :class:`JobRunner` is used by the local backend (one runner per worker thread) and by
 Celery workers (one runner per worker thread/process), so analysis and encoding never know
 which backend runs them.
+
+Batches (``jobs.batch_size`` > 1): :meth:`JobRunner.run_batch` claims up to that many due jobs
+in one transaction (each with its own lease and attempt) and hands them to a
+:class:`BatchJobProcessor`, which analyses them with one model call per analysis and then ends
+each job in its own transaction. Every job is then settled on its own, exactly as a single job
+is: a failure of one (an exception reported for it) is a failed attempt of that job only; a lost
+lease discards that job's work only.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 from cdss.config import JobSettings
 from cdss.db import Database, JobState, utcnow
@@ -19,6 +27,7 @@ from cdss.jobs.states import (
     ClaimedJob,
     LeaseLost,
     claim_job,
+    claim_many,
     claim_next,
     extend_lease,
     fail_job,
@@ -28,13 +37,25 @@ from cdss.leases import new_owner
 from cdss.logs import exception_frames, get_logger
 from cdss.metrics import JOBS_FINISHED
 
-__all__ = ["Heartbeat", "JobProcessor", "JobRunner", "RunOutcome", "RunStatus"]
+__all__ = ["BatchJobProcessor", "Heartbeat", "JobProcessor", "JobRunner", "RunOutcome", "RunStatus"]
 
 log = get_logger(__name__)
 
 #: Processes a claimed job. It must end the job (``finish_job`` / ``defer_job``) or raise; an
 #: exception counts as a failed attempt (retry with back-off, then dead).
 JobProcessor = Callable[[ClaimedJob], None]
+
+
+@runtime_checkable
+class BatchJobProcessor(Protocol):
+    """A job processor that can also process several claimed jobs together (batched analysis)."""
+
+    def __call__(self, job: ClaimedJob) -> None: ...
+
+    def process_many(self, jobs: list[ClaimedJob]) -> Mapping[int, BaseException | None]:
+        """Process every job to its end (or defer it); return, per job id, the exception that
+        ended its attempt (``None``: the processor ended the job). Must not raise for one job."""
+        ...
 
 
 class RunStatus(StrEnum):
@@ -137,6 +158,13 @@ class JobRunner:
         self.heartbeat = heartbeat or Heartbeat(db, settings.lease_s)
         self._own_heartbeat = heartbeat is None
 
+    @property
+    def batch_size(self) -> int:
+        """Jobs run together: ``jobs.batch_size`` when the processor can batch, else 1."""
+        if isinstance(self.processor, BatchJobProcessor):
+            return max(1, int(getattr(self.settings, "batch_size", 1)))
+        return 1
+
     def run_next(self) -> RunOutcome | None:
         """Claim the oldest due job and run it; ``None`` when nothing is due."""
         job = claim_next(self.db, self.owner, self.settings.lease_s)
@@ -144,16 +172,55 @@ class JobRunner:
             return None
         return self._run(job)
 
+    def run_batch(self, stop: threading.Event | None = None) -> list[RunOutcome]:
+        """Claim up to :attr:`batch_size` due jobs and run them together; ``[]`` when nothing is due.
+
+        When fewer than ``batch_size`` are due, waits up to ``jobs.batch_wait_s`` for more
+        (returns early when ``stop`` is set).
+        """
+        size = self.batch_size
+        if size == 1:
+            outcome = self.run_next()
+            return [] if outcome is None else [outcome]
+        jobs = claim_many(self.db, self.owner, self.settings.lease_s, size)
+        if not jobs:
+            return []
+        for job in jobs:
+            self.heartbeat.add(job.id, self.owner)
+        wait = float(getattr(self.settings, "batch_wait_s", 0.0))
+        deadline = time.monotonic() + wait
+        while len(jobs) < size and time.monotonic() < deadline and not (stop and stop.is_set()):
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+            more = claim_many(self.db, self.owner, self.settings.lease_s, size - len(jobs))
+            for job in more:
+                self.heartbeat.add(job.id, self.owner)
+            jobs.extend(more)
+        return self._run_many(jobs)
+
     def run_job(self, job_id: int) -> RunOutcome:
         """Claim the job ``job_id`` (when queued and due) and run it."""
+        return self.run_job_batch(job_id, extra=0)[0]
+
+    def run_job_batch(self, job_id: int, extra: int | None = None) -> list[RunOutcome]:
+        """Claim ``job_id`` and up to ``extra`` other due jobs (default ``batch_size - 1``); run them.
+
+        The Celery entry point: the message names one job, the database lends the batch (the
+        other jobs' own messages then find them not claimable, which is harmless). The first
+        outcome is ``job_id``'s.
+        """
         job = claim_job(self.db, job_id, self.owner, self.settings.lease_s)
         if job is None:
             info = job_next_run_at(self.db, job_id)
             if info is not None and info[0] is JobState.QUEUED:
                 wait = (info[1] - utcnow()).total_seconds()
-                return RunOutcome(RunStatus.NOT_DUE, job_id, retry_in_s=max(0.0, wait))
-            return RunOutcome(RunStatus.NOT_CLAIMABLE, job_id)
-        return self._run(job)
+                return [RunOutcome(RunStatus.NOT_DUE, job_id, retry_in_s=max(0.0, wait))]
+            return [RunOutcome(RunStatus.NOT_CLAIMABLE, job_id)]
+        extra = self.batch_size - 1 if extra is None else max(0, extra)
+        if extra == 0:
+            return [self._run(job)]
+        self.heartbeat.add(job.id, self.owner)
+        jobs = [job, *claim_many(self.db, self.owner, self.settings.lease_s, extra)]
+        return self._run_many(jobs)
 
     def close(self) -> None:
         if self._own_heartbeat:
@@ -162,13 +229,39 @@ class JobRunner:
     def _run(self, job: ClaimedJob) -> RunOutcome:
         self.heartbeat.add(job.id, self.owner)
         started = time.monotonic()
+        error: BaseException | None = None
         try:
             self.processor(job)
-        except LeaseLost as exc:
-            log.warning("job lease lost; results discarded", job_id=job.id, error=str(exc))
-            return RunOutcome(RunStatus.LOST, job.id)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = exc
+        finally:
+            self.heartbeat.remove(job.id)
+        log.debug("job attempt ended", job_id=job.id, seconds=round(time.monotonic() - started, 3))
+        return self._settle(job, error)
+
+    def _run_many(self, jobs: list[ClaimedJob]) -> list[RunOutcome]:
+        """Run claimed jobs (already on the heartbeat) as one batch, then settle each on its own."""
+        processor = self.processor
+        assert isinstance(processor, BatchJobProcessor)
+        started = time.monotonic()
+        try:
+            errors: Mapping[int, BaseException | None] = processor.process_many(jobs)
+        except Exception as exc:  # the batch as a whole broke (e.g. database down): every job failed
+            errors = dict.fromkeys((j.id for j in jobs), exc)
+        finally:
+            for job in jobs:
+                self.heartbeat.remove(job.id)
+        log.debug("job batch ended", jobs=[j.id for j in jobs], seconds=round(time.monotonic() - started, 3))
+        return [self._settle(job, errors.get(job.id)) for job in jobs]
+
+    def _settle(self, job: ClaimedJob, error: BaseException | None) -> RunOutcome:
+        """Record how a job's attempt ended: lost lease, failed attempt, deferred or done."""
+        if isinstance(error, LeaseLost):
+            log.warning("job lease lost; results discarded", job_id=job.id, error=str(error))
+            return RunOutcome(RunStatus.LOST, job.id)
+        if error is not None:
+            exc = error
+            error_text = f"{type(exc).__name__}: {exc}"
             log.error(
                 "job attempt failed",
                 job_id=job.id,
@@ -181,7 +274,7 @@ class JobRunner:
                 self.db,
                 job.id,
                 self.owner,
-                error,
+                error_text,
                 backoff_s=self.settings.retry_backoff_s,
                 final=bool(getattr(exc, "final", False)),
             )
@@ -193,9 +286,6 @@ class JobRunner:
             if result.next_run_at is not None:
                 retry_in = max(0.0, (result.next_run_at - utcnow()).total_seconds())
             return RunOutcome(RunStatus.FAILED, job.id, retry_in_s=retry_in)
-        finally:
-            self.heartbeat.remove(job.id)
-        log.debug("job attempt ended", job_id=job.id, seconds=round(time.monotonic() - started, 3))
         info = job_next_run_at(self.db, job.id)
         if info is not None and info[0] is JobState.QUEUED:
             return RunOutcome(

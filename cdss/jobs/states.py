@@ -39,6 +39,7 @@ __all__ = [
     "ReconcileReport",
     "audit_job",
     "claim_job",
+    "claim_many",
     "claim_next",
     "count_jobs",
     "defer_job",
@@ -99,7 +100,9 @@ def _lease_until(now: dt.datetime, lease_s: float) -> dt.datetime:
     return now + dt.timedelta(seconds=lease_s)
 
 
-def _claim(session: Session, owner: str, lease_s: float, now: dt.datetime, job_id: int | None) -> Any:
+def _claim(
+    session: Session, owner: str, lease_s: float, now: dt.datetime, job_id: int | None, limit: int = 1
+) -> Any:
     values = dict(
         state=JobState.RUNNING,
         lease_owner=owner,
@@ -114,11 +117,18 @@ def _claim(session: Session, owner: str, lease_s: float, now: dt.datetime, job_i
             select(candidate.id)
             .where(candidate.state == JobState.QUEUED, candidate.next_run_at <= now)
             .order_by(candidate.next_run_at, candidate.id)
-            .limit(1)
+            .limit(limit)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
         )
-        where = [Job.id == next_id, Job.state == JobState.QUEUED]
+        if limit == 1:
+            where = [Job.id == next_id.scalar_subquery(), Job.state == JobState.QUEUED]
+        else:
+            # Lock the candidates first, then update exactly those: PostgreSQL may re-evaluate
+            # an ``IN (SELECT … LIMIT n)`` subquery per row and so update more than n rows.
+            ids = list(session.execute(next_id).scalars())
+            if not ids:
+                return []
+            where = [Job.id.in_(ids), Job.state == JobState.QUEUED]
     else:
         where = [Job.id == job_id, Job.state == JobState.QUEUED, Job.next_run_at <= now]
     stmt = (
@@ -128,7 +138,9 @@ def _claim(session: Session, owner: str, lease_s: float, now: dt.datetime, job_i
         .returning(Job.id, Job.instance_id, Job.attempts, Job.max_attempts, Job.lease_expires_at)
         .execution_options(synchronize_session=False)
     )
-    return session.execute(stmt).first()
+    if limit == 1:
+        return session.execute(stmt).first()
+    return sorted(session.execute(stmt).all(), key=lambda row: row.id)
 
 
 def _claimed(row: Any, owner: str) -> ClaimedJob:
@@ -165,6 +177,27 @@ def claim_next(
     with db.session() as session:
         row = _claim(session, owner, lease_s, now, None)
     return None if row is None else _claimed(row, owner)
+
+
+def claim_many(
+    db: Database, owner: str, lease_s: float, limit: int, *, now: dt.datetime | None = None
+) -> list[ClaimedJob]:
+    """Lease up to ``limit`` of the oldest due queued jobs to ``owner`` in one transaction.
+
+    Each job gets its own lease and attempt, exactly as if claimed by :func:`claim_next` one
+    after the other (the batch of a worker, :meth:`cdss.jobs.runner.JobRunner.run_batch`).
+    Concurrent callers never get the same job (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the
+    write lock on SQLite). Returns the jobs in id order; empty when nothing is due.
+    """
+    if limit < 1:
+        return []
+    if limit == 1:
+        job = claim_next(db, owner, lease_s, now=now)
+        return [] if job is None else [job]
+    now = now or utcnow()
+    with db.session() as session:
+        rows = _claim(session, owner, lease_s, now, None, limit)
+    return [_claimed(row, owner) for row in rows]
 
 
 def claim_job(
