@@ -227,3 +227,10 @@ def test_edge_refinement_keeps_the_mask_corners_where_there_is_no_edge() -> None
     ref = refine_corners(smoothed_for_edges(flat, 130.0), corners, 130.0)
     assert ref.sides_moved == 0
     np.testing.assert_array_equal(ref.corners, corners)
+
+
+def test_a_level_the_mirror_pass_did_not_confirm_is_not_measured() -> None:
+    levels, fired = apply_abstention(
+        [_level()], {"L4-L5": LevelEvidence(0.9, None, 0.5, "", mirror_confirmed=False)}, AbstainRule()
+    )
+    assert fired == {"L4-L5": "mirror"} and levels[0].status is LevelStatus.NOT_MEASURED

@@ -32,6 +32,7 @@ Writes ``metrics.json``, ``levels.json``, ``confusion_matrix.png`` and ``slip_ag
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -486,7 +487,7 @@ def _abstention_counts(records: list[dict[str, Any]]) -> dict[str, Any]:
     for r in records:
         if r["status"] != LevelStatus.NOT_MEASURED.value:
             continue
-        key = r["reason"].split(":")[0].split(" (")[0][:60]
+        key = re.sub(r"\d+(\.\d+)?", "#", r["reason"].split(":")[0].split(" (")[0])[:70]
         reasons[key] = reasons.get(key, 0) + 1
         grades[r["gt_grade"]] = grades.get(r["gt_grade"], 0) + 1
     return {

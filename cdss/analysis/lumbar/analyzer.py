@@ -534,7 +534,7 @@ class LumbarAnalyzer:
         levels: list[LevelMeasurement],
         by_label: dict[Vertebra, VertebraSegment],
         first: dict[Vertebra, np.ndarray],
-        second: dict[Vertebra, np.ndarray],
+        second: dict[Vertebra, np.ndarray] | None,
         mask_corners: dict[Vertebra, np.ndarray] | None,
         naming: Naming,
     ) -> dict[str, LevelEvidence]:
@@ -546,11 +546,14 @@ class LumbarAnalyzer:
             u, lo = lv.upper, lv.lower
             det = min(by_label[u].confidence, by_label[lo].confidence)
             flip = None
-            if u in second and lo in second:
-                try:
-                    flip = abs(slip(first[u], first[lo])[0] - slip(second[u], second[lo])[0])
-                except ValueError:
-                    flip = None
+            confirmed = None
+            if second is not None:
+                confirmed = u in second and lo in second
+                if confirmed:
+                    try:
+                        flip = abs(slip(first[u], first[lo])[0] - slip(second[u], second[lo])[0])
+                    except ValueError:
+                        confirmed = False
             refine = None
             if mask_corners is not None and lv.slip_percent is not None:
                 try:
@@ -558,5 +561,5 @@ class LumbarAnalyzer:
                 except ValueError:
                     refine = None
             problem = problems.get(u.value) or problems.get(lo.value) or ""
-            evidence[lv.name] = LevelEvidence(det, flip, refine, problem)
+            evidence[lv.name] = LevelEvidence(det, flip, refine, problem, confirmed)
         return evidence

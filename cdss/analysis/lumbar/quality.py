@@ -13,7 +13,8 @@ detection                   the weaker of the two bodies' detection confidences 
                             ``min_detection``
 mirror agreement            the level measured on the image and on its mirror image (two
                             independent segmentations) differ by more than
-                            ``max_flip_delta_pp`` percentage points
+                            ``max_flip_delta_pp`` percentage points, or the mirror pass did not
+                            find and name the same two bodies
 edge agreement              the corners fitted on the mask and those moved onto the image's
                             edges give slips more than ``max_refine_delta_pp`` apart
 confidence                  the combined confidence is below ``min_confidence``
@@ -49,12 +50,16 @@ class LevelEvidence:
         |slip from edge-refined corners − slip from mask corners|, percentage points (``None``: no refinement).
     problem
         Why the chain finds a body of this level implausible (``""``: nothing).
+    mirror_confirmed
+        ``False`` when a mirror pass ran but did not find and name both bodies of the level at
+        the same places (``None``: no mirror pass).
     """
 
     detection: float
     flip_delta_pp: float | None = None
     refine_delta_pp: float | None = None
     problem: str = ""
+    mirror_confirmed: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class AbstainRule:
 def level_confidence(ev: LevelEvidence, rule: AbstainRule) -> float:
     """Confidence in [0, 1] of one level's measurement (see the module docstring)."""
     c = max(0.0, min(1.0, float(ev.detection)))
+    if ev.mirror_confirmed is False:
+        c *= 0.5
     if ev.flip_delta_pp is not None:
         c /= 1.0 + (ev.flip_delta_pp / rule.flip_scale_pp) ** 2
     if ev.refine_delta_pp is not None:
@@ -93,6 +100,8 @@ def _failed_check(ev: LevelEvidence, confidence: float, rule: AbstainRule) -> tu
         return "anatomy", ev.problem
     if ev.detection < rule.min_detection:
         return "detection", f"detection confidence {ev.detection:.2f} below {rule.min_detection:.2f}"
+    if ev.mirror_confirmed is False:
+        return "mirror", "the mirror-image segmentation did not find and name the same two vertebrae"
     if ev.flip_delta_pp is not None and ev.flip_delta_pp > rule.max_flip_delta_pp:
         return "mirror", (
             f"image and mirror-image segmentations disagree by {ev.flip_delta_pp:.1f} pp "
