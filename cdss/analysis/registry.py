@@ -9,7 +9,12 @@ Models load lazily on first use, exactly once per process even when several work
 at the same time (one lock per model). Lateral and AP lumbar use the lumbar segmentation model
 (``models.lumbar_weights`` and ``models.lumbar_ap_weights``; when both resolve to the same file
 one model is shared). Cervical oblique views are delegated to
-:class:`cdss.analysis.cervical.CervicalAnalyzer`, imported only when first needed.
+:class:`cdss.analysis.cervical.CervicalAnalyzer`.
+
+Every analysis is one line of :data:`ANALYSES`: how to name its model (the cache key: two
+analyses with the same key share one loaded model), how to load it, and how to run it on one
+image and on a batch. A new analysis adds its package under ``cdss/analysis/`` and one line
+here.
 
 The view classifier used by routing (:class:`cdss.analysis.view.classifier.ViewClassifier`)
 loads the same way, once per process and weights file: ``reg.view_classifier(weights)``.
@@ -18,21 +23,85 @@ loads the same way, once per process and weights file: ``reg.view_classifier(wei
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 
 from cdss.analysis._ultralytics import configure as configure_ultralytics
+from cdss.analysis.cervical import CervicalAnalyzer
+from cdss.analysis.lumbar import LumbarAnalyzer
 from cdss.analysis.types import CervicalResult, Laterality, LumbarResult, LumbarView, ModelInfo
 from cdss.analysis.view.classifier import ViewClassifier
 from cdss.config import Analysis, ModelSettings
 
-__all__ = ["ModelRegistry", "NotAnalysableError"]
+__all__ = ["ANALYSES", "AnalysisSpec", "ModelRegistry", "NotAnalysableError"]
+
+Result = LumbarResult | CervicalResult
+Item = tuple[Dataset, Laterality | None]
 
 
 class NotAnalysableError(ValueError):
     """The requested analysis does not exist (e.g. ``NOT_APPLICABLE``)."""
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """How the registry serves one analysis.
+
+    Attributes
+    ----------
+    key
+        Settings → the model's cache key (same key = one shared model).
+    load
+        Settings → the loaded analyzer (CUDA when present; ``settings.device``).
+    batch
+        ``(analyzer, [(dataset, laterality), ...])`` → one result per item, in order.
+    """
+
+    key: Callable[[ModelSettings], str]
+    load: Callable[[ModelSettings], Any]
+    batch: Callable[[Any, list[Item]], list[Result]]
+
+
+def _lumbar_weights(settings: ModelSettings, ap: bool) -> Path | None:
+    if ap and settings.lumbar_ap_weights is not None:
+        return settings.lumbar_ap_weights
+    return settings.lumbar_weights
+
+
+def _lumbar(view: LumbarView) -> AnalysisSpec:
+    ap = view is LumbarView.AP
+    return AnalysisSpec(
+        key=lambda s: f"lumbar:{_lumbar_weights(s, ap) or 'shipped'}",
+        load=lambda s: LumbarAnalyzer.load(
+            _lumbar_weights(s, ap), s.device, threshold_percent=s.listhesis_threshold_percent
+        ),
+        batch=lambda model, items: list(model.analyse_batch([(ds, view) for ds, _ in items])),
+    )
+
+
+#: One line per analysis.
+ANALYSES: dict[Analysis, AnalysisSpec] = {
+    Analysis.LUMBAR_LATERAL: _lumbar(LumbarView.LATERAL),
+    Analysis.LUMBAR_AP: _lumbar(LumbarView.AP),
+    Analysis.CERVICAL_OBLIQUE: AnalysisSpec(
+        key=lambda s: f"cervical:{s.cervical_weights or 'shipped'}",
+        load=lambda s: CervicalAnalyzer.load(
+            s.cervical_weights, s.device, operating_point=s.cervical_operating_point
+        ),
+        batch=lambda model, items: list(model.analyse_batch(list(items))),
+    ),
+}
+
+
+def _spec(analysis: Analysis) -> AnalysisSpec:
+    spec = ANALYSES.get(analysis)
+    if spec is None:
+        raise NotAnalysableError(f"no model for analysis {analysis.value!r}")
+    return spec
 
 
 class ModelRegistry:
@@ -53,33 +122,10 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ loading
     def _key(self, analysis: Analysis) -> str:
-        if analysis is Analysis.LUMBAR_LATERAL:
-            return f"lumbar:{self.settings.lumbar_weights or 'shipped'}"
-        if analysis is Analysis.LUMBAR_AP:
-            weights = self.settings.lumbar_ap_weights or self.settings.lumbar_weights
-            return f"lumbar:{weights or 'shipped'}"
-        if analysis is Analysis.CERVICAL_OBLIQUE:
-            return f"cervical:{self.settings.cervical_weights or 'shipped'}"
-        raise NotAnalysableError(f"no model for analysis {analysis.value!r}")
+        return _spec(analysis).key(self.settings)
 
     def _load(self, analysis: Analysis) -> Any:
-        if analysis in (Analysis.LUMBAR_LATERAL, Analysis.LUMBAR_AP):
-            from cdss.analysis.lumbar import LumbarAnalyzer
-
-            weights: Path | None = self.settings.lumbar_weights
-            if analysis is Analysis.LUMBAR_AP and self.settings.lumbar_ap_weights is not None:
-                weights = self.settings.lumbar_ap_weights
-            model: Any = LumbarAnalyzer.load(
-                weights, self.settings.device, threshold_percent=self.settings.listhesis_threshold_percent
-            )
-        else:
-            from cdss.analysis.cervical import CervicalAnalyzer
-
-            model = CervicalAnalyzer.load(
-                self.settings.cervical_weights,
-                self.settings.device,
-                operating_point=self.settings.cervical_operating_point,
-            )
+        model = _spec(analysis).load(self.settings)
         if self.settings.torch_threads > 0 and hasattr(model, "torch_threads"):
             # Ultralytics' select_device resets torch's thread count: the analyzer re-applies ours.
             model.torch_threads = self.settings.torch_threads
@@ -137,36 +183,27 @@ class ModelRegistry:
         return sorted(self._models)
 
     # ------------------------------------------------------------------ use
-    def analyse(
-        self, analysis: Analysis, ds: Dataset, laterality: Laterality | None = None
-    ) -> LumbarResult | CervicalResult:
+    def analyse(self, analysis: Analysis, ds: Dataset, laterality: Laterality | None = None) -> Result:
         """Run ``analysis`` on ``ds``.
 
         Parameters
         ----------
         analysis
-            ``LUMBAR_LATERAL``, ``LUMBAR_AP`` or ``CERVICAL_OBLIQUE``.
+            An analysis of :data:`ANALYSES` (``LUMBAR_LATERAL``, ``LUMBAR_AP``, ``CERVICAL_OBLIQUE``).
         ds
             The image's dataset (pixel data loaded).
         laterality
             Cervical only: the oblique's side, ``None`` to infer it.
         """
-        model = self.get(analysis)
-        if analysis is Analysis.LUMBAR_LATERAL:
-            return model.analyse(ds, LumbarView.LATERAL)
-        if analysis is Analysis.LUMBAR_AP:
-            return model.analyse(ds, LumbarView.AP)
-        return model.analyse(ds, laterality)
+        return self.analyse_batch(analysis, [(ds, laterality)])[0]
 
-    def analyse_batch(
-        self, analysis: Analysis, items: list[tuple[Dataset, Laterality | None]]
-    ) -> list[LumbarResult | CervicalResult]:
+    def analyse_batch(self, analysis: Analysis, items: list[Item]) -> list[Result]:
         """Run ``analysis`` on several images with batched forward passes (the job queue's batches).
 
         Parameters
         ----------
         analysis
-            ``LUMBAR_LATERAL``, ``LUMBAR_AP`` or ``CERVICAL_OBLIQUE`` (one analysis per call).
+            An analysis of :data:`ANALYSES` (one analysis per call).
         items
             ``(dataset, laterality)`` pairs; laterality is used for cervical views only.
 
@@ -176,12 +213,7 @@ class ModelRegistry:
             One result per item, in order. Raises when any image cannot be analysed; the
             caller then analyses them one by one to find which.
         """
-        model = self.get(analysis)
-        if analysis is Analysis.LUMBAR_LATERAL:
-            return list(model.analyse_batch([(ds, LumbarView.LATERAL) for ds, _ in items]))
-        if analysis is Analysis.LUMBAR_AP:
-            return list(model.analyse_batch([(ds, LumbarView.AP) for ds, _ in items]))
-        return list(model.analyse_batch(list(items)))
+        return _spec(analysis).batch(self.get(analysis), list(items))
 
     def model_info(self, analysis: Analysis) -> ModelInfo:
         """Identity of the model that serves ``analysis`` (loads it if needed)."""
