@@ -17,12 +17,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from cdss.encode.common import PIXEL_CENTRE_OFFSET, EncodeContext, ResultKind, to_image_coordinates
+from cdss.encode.common import EncodeContext, ResultKind, to_image_coordinates
 from cdss.encode.overlay import Overlay
 
 __all__ = ["encode_gsps"]
@@ -31,7 +33,7 @@ __all__ = ["encode_gsps"]
 def _floats(value: object) -> list[float]:
     if value is None:
         return []
-    items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    items: list[Any] = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
     return [float(v) for v in items]
 
 
@@ -106,6 +108,18 @@ def _voi(ctx: EncodeContext) -> list[hd.pr.SoftcopyVOILUTTransformation]:
     return [_bit_range_window(src)]
 
 
+def _shifted_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """A text box in DICOM image coordinates (0\\0 = the top-left pixel's corner)."""
+    x0, y0 = _shifted_point((box[0], box[1]))
+    x1, y1 = _shifted_point((box[2], box[3]))
+    return x0, y0, x1, y1
+
+
+def _shifted_point(point: tuple[float, float]) -> tuple[float, float]:
+    c, r = to_image_coordinates(np.array(point, dtype=float))
+    return float(c), float(r)
+
+
 def encode_gsps(ctx: EncodeContext, overlay: Overlay) -> hd.pr.GrayscaleSoftcopyPresentationState:
     """The GSPS that draws ``overlay`` over ``ctx.source``."""
     src = ctx.source
@@ -137,8 +151,8 @@ def encode_gsps(ctx: EncodeContext, overlay: Overlay) -> hd.pr.GrayscaleSoftcopy
             hd.pr.TextObject(
                 text_value=t.text,
                 units=hd.pr.AnnotationUnitsValues.PIXEL,
-                bounding_box=tuple(v + PIXEL_CENTRE_OFFSET for v in t.box),
-                anchor_point=None if t.anchor is None else tuple(v + PIXEL_CENTRE_OFFSET for v in t.anchor),
+                bounding_box=_shifted_box(t.box),
+                anchor_point=None if t.anchor is None else _shifted_point(t.anchor),
                 tracking_id=t.tracking_id,
                 tracking_uid=t.tracking_uid,
             )

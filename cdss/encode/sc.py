@@ -15,8 +15,12 @@ adds no identifying text, so both are copied from the source when it states them
 
 from __future__ import annotations
 
+from typing import Any
+
 import highdicom as hd
+import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.valuerep import DA, TM
 
 from cdss.encode.common import EncodeContext, ResultKind, patient_orientation
 from cdss.encode.draw import draw_overlay, source_display_u8
@@ -38,11 +42,12 @@ def encode_sc(ctx: EncodeContext, overlay: Overlay) -> hd.sc.SCImage:
     equipment = ctx.equipment()
     sc = _build(ctx, rgb, orientation, kwargs, equipment)
     # Type 2C, empty when unknown (highdicom needs a value for the PATIENT coordinate system).
-    sc.PatientOrientation = orientation if orientation is not None else ""
-    sc.ContentDate = ctx.created.strftime("%Y%m%d")
-    sc.ContentTime = ctx.created.strftime("%H%M%S")
+    sc.PatientOrientation = orientation if orientation is not None else []
+    sc.ContentDate = DA(ctx.created.strftime("%Y%m%d"))
+    sc.ContentTime = TM(ctx.created.strftime("%H%M%S"))
     sc.ManufacturerModelName = ctx.model_name_lo
-    sc.SoftwareVersions = list(equipment["software_versions"])
+    # pydicom types a multi-valued LO as str | tuple[str]; a list is what it stores
+    sc.SoftwareVersions = list(equipment["software_versions"])  # type: ignore[assignment]
     sc.DeviceSerialNumber = ctx.model.short_digest
     sc.ImageComments = ctx.image_comments()
     sc.DerivationDescription = "Source image with AI overlay (outlines, measurements, labels) burned in"
@@ -57,8 +62,14 @@ def encode_sc(ctx: EncodeContext, overlay: Overlay) -> hd.sc.SCImage:
     return sc
 
 
-def _build(ctx, rgb, orientation, kwargs, equipment) -> hd.sc.SCImage:  # type: ignore[no-untyped-def]
-    common = {
+def _build(
+    ctx: EncodeContext,
+    rgb: np.ndarray,
+    orientation: list[str] | None,
+    kwargs: dict[str, Any],
+    equipment: dict[str, str | list[str]],
+) -> hd.sc.SCImage:
+    common: dict[str, Any] = {
         "ref_dataset": ctx.source,
         "pixel_array": rgb,
         "photometric_interpretation": hd.PhotometricInterpretationValues.RGB,
@@ -70,7 +81,8 @@ def _build(ctx, rgb, orientation, kwargs, equipment) -> hd.sc.SCImage:  # type: 
     }
     try:
         return hd.sc.SCImage.from_ref_dataset(
-            patient_orientation=tuple(orientation) if orientation else _PLACEHOLDER_ORIENTATION, **common
+            patient_orientation=(orientation[0], orientation[1]) if orientation else _PLACEHOLDER_ORIENTATION,
+            **common,
         )
     except ValueError:
         # Orientation values highdicom's enumeration does not accept (e.g. oblique "AL"): the

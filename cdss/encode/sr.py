@@ -47,6 +47,8 @@ link SR groups to SEG segments instead.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
@@ -76,6 +78,13 @@ from cdss.encode.overlay import (
 __all__ = ["encode_sr", "procedure_reported"]
 
 P = C.PRIVATE
+
+
+#: A TID 1500 measurement group as highdicom builds it (planar ROI or image-level).
+Group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations
+_G = TypeVar(
+    "_G", hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations, hd.sr.MeasurementsAndQualitativeEvaluations
+)
 
 
 def procedure_reported(source: Dataset) -> hd.sr.CodedConcept:
@@ -141,7 +150,8 @@ def encode_sr(ctx: EncodeContext) -> hd.sr.Comprehensive3DSR:
         **kwargs,  # type: ignore[arg-type]
     )
     sr.ManufacturerModelName = ctx.model_name_lo
-    sr.SoftwareVersions = list(ctx.equipment()["software_versions"])
+    # pydicom types a multi-valued LO as str | tuple[str]; a list is what it stores
+    sr.SoftwareVersions = list(ctx.equipment()["software_versions"])  # type: ignore[assignment]
     sr.DeviceSerialNumber = ctx.model.short_digest
     ctx.copy_source_attributes(sr, orientation=False, body_part=False)
     return sr
@@ -152,8 +162,8 @@ def _lumbar_groups(
     result: LumbarResult,
     algo: hd.sr.AlgorithmIdentification,
     region_source: hd.sr.SourceImageForRegion,
-) -> list[Dataset]:
-    groups: list[Dataset] = []
+) -> list[Group]:
+    groups: list[Group] = []
     found = {s.label: s for s in result.vertebrae}
     segments = sorted(result.vertebrae, key=lambda s: s.label.class_id)
     for seg in segments:
@@ -190,7 +200,7 @@ def _comment(text: str) -> hd.sr.TextContentItem:
     )
 
 
-def _with_comments(group: Dataset, texts: list[str]) -> Dataset:
+def _with_comments(group: _G, texts: list[str]) -> _G:
     """Append free-text comments to a measurement group (highdicom takes coded evaluations only)."""
     container = group[0]
     for text in texts:
@@ -221,7 +231,7 @@ def _certainty(
 
 def _detection_group(
     ctx: EncodeContext, segments: list[VertebraSegment], algo: hd.sr.AlgorithmIdentification
-) -> Dataset:
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """One TID 1501 group with the detection confidence of every vertebra found.
 
     Each value is a Certainty of Finding (DCM 111012, UCUM ``1``) whose finding site is the
@@ -253,7 +263,7 @@ def _level_group(
     found: dict[Vertebra, VertebraSegment],
     algo: hd.sr.AlgorithmIdentification,
     region_source: hd.sr.SourceImageForRegion,
-) -> Dataset:
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     tracking = hd.sr.TrackingIdentifier(
         uid=ctx.level_uid(level.upper, level.lower), identifier=f"{level.name} spondylolisthesis"
     )
@@ -285,6 +295,7 @@ def _level_group(
         )
         # MISSING levels keep their coded status only (as before); NOT_MEASURED ones say why.
         return _with_comments(group, [text] if checked else [])
+    assert points is not None  # measured implies both vertebrae, hence their corners
     slip = hd.sr.Measurement(
         name=P.SLIP_PCT,
         value=rounded_slip(level),
@@ -323,7 +334,7 @@ def _lumbar_summary(
     result: LumbarResult,
     algo: hd.sr.AlgorithmIdentification,
     region_source: hd.sr.SourceImageForRegion,
-) -> Dataset:
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     measured = [lv for lv in result.levels if lv.status is LevelStatus.MEASURED]
     if result.view is not LumbarView.LATERAL:
         assessment = C.UNDETERMINED  # not assessed on an AP view (the comment says so)
@@ -360,7 +371,7 @@ def _cervical_groups(
     result: CervicalResult,
     algo: hd.sr.AlgorithmIdentification,
     region_source: hd.sr.SourceImageForRegion,
-) -> list[Dataset]:
+) -> list[Group]:
     rect = roi_polygon(result)
     lat = result.laterality
     group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(

@@ -51,5 +51,5 @@ class LumbarSegmentationTrainer(SegmentationTrainer):
         dataset = super().build_dataset(img_path, mode, batch)
         if mode == "train" and isinstance(dataset, YOLODataset):
             dataset.__class__ = LumbarYOLODataset
-            dataset.transforms = dataset.build_transforms(hyp=self.args)
+            dataset.transforms = dataset.build_transforms(hyp=self.args)  # type: ignore[arg-type]  # Ultralytics' args are an IterableSimpleNamespace at run time
         return dataset

@@ -260,7 +260,7 @@ def _jpeg(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if not ok:
         return img
     out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    return out if out.shape == img.shape else img
+    return out if out is not None and out.shape == img.shape else img
 
 
 def _resolution(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -214,7 +214,12 @@ def iter_buu(root: Path) -> Iterator[LabelledImage]:
             return img
 
         yield LabelledImage(
-            name=name, view=view, load=load, shape=header.shape[:2], polygons=polys, source=str(image)
+            name=name,
+            view=view,
+            load=load,
+            shape=(int(header.shape[0]), int(header.shape[1])),
+            polygons={v.value: poly for v, poly in polys.items()},
+            source=str(image),
         )
 
 

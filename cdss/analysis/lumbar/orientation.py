@@ -131,7 +131,7 @@ def anterior_from_posterior_elements(
                     col, row = round(p[0]), round(p[1])
                     if 0 <= row < rows and 0 <= col < cols:
                         samples.append(float(image[row, col]))
-            means.append(np.mean(samples) if samples else np.nan)
+            means.append(float(np.mean(samples)) if samples else float("nan"))
         if not np.isnan(means).any():
             diffs.append(means[0] - means[1])  # right minus left
     if not diffs:
