@@ -88,7 +88,18 @@ class DicomSettings(_Section):
         default_factory=list,
         description="Peer IP addresses or CIDR networks allowed to associate; empty list = any.",
     )
-    max_associations: int = Field(10, ge=1, le=1000, description="Concurrent associations accepted.")
+    max_associations: int = Field(
+        10, ge=1, le=1000, description="Concurrent associations accepted (per receiver process)."
+    )
+    receiver_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes that accept associations on the one DICOM port (SO_REUSEPORT; the kernel "
+        "spreads new connections over them). Each runs its own C-STORE handlers, so concurrent "
+        "modalities are not limited by one Python interpreter; 2 or more pay off with several "
+        "simultaneous senders (see docs/operations.md, Measured).",
+    )
     max_pdu_size: int = Field(
         262144, ge=0, description="Maximum PDU size the node receives, bytes (0 = unlimited)."
     )

@@ -16,12 +16,16 @@ and audit events are written by :mod:`cdss.receive.records`). Invariants kept he
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
+from pathlib import Path
 
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
@@ -50,6 +54,7 @@ __all__ = [
     "Ingestor",
     "ReceivedDataset",
     "StoreOutcome",
+    "count_store",
     "file_bytes",
 ]
 
@@ -75,6 +80,69 @@ class StoreOutcome:
     job_id: int | None = None
     duplicate: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def count_store(status: int, reason: str, duplicate: bool, seconds: float) -> None:
+    """Count one answered C-STORE in the Prometheus metrics of this process.
+
+    Receiver processes other than the node's own (``dicom.receiver_processes`` > 1) send their
+    outcomes to the node, which counts them here, so that ``/metrics`` shows every C-STORE.
+    """
+    STORE_SECONDS.observe(seconds)
+    INSTANCES_RECEIVED.labels(outcome_label(status, duplicate=duplicate)).inc()
+    if status != StoreStatus.SUCCESS:
+        STORE_FAILURES.labels(f"0x{status:04X}", reason).inc()
+
+
+class _ContentLocks:
+    """Serialise stores of identical content, across threads and across receiver processes.
+
+    A failing store deletes the spool file it created unless a committed row references it;
+    without this lock a concurrent store of the same bytes (which found the file already there)
+    could commit a reference to a file that is being deleted. Threads of one process share a
+    :class:`threading.Lock` per shard; processes sharing the spool also take an exclusive
+    ``flock`` on the shard's lock file (``<spool>/locks/NN.lock``).
+    """
+
+    SHARDS = 64
+
+    def __init__(self, directory: Path | None):
+        self._threads = [threading.Lock() for _ in range(self.SHARDS)]
+        self._dir = directory
+        self._fds: dict[int, int] = {}
+        self._guard = threading.Lock()
+
+    def _fd(self, shard: int) -> int | None:
+        if self._dir is None:
+            return None
+        with self._guard:
+            fd = self._fds.get(shard)
+            if fd is None:
+                self._dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self._dir / f"{shard:02d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                self._fds[shard] = fd
+            return fd
+
+    @contextlib.contextmanager
+    def hold(self, sha256: str) -> Iterator[None]:
+        shard = int(sha256[:4], 16) % self.SHARDS
+        with self._threads[shard]:
+            fd = self._fd(shard)
+            if fd is None:
+                yield
+                return
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._guard:
+            for fd in self._fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds.clear()
 
 
 def file_bytes(validated: ValidatedDataset, raw: bytes, transfer_syntax: str) -> bytes:
@@ -110,6 +178,9 @@ class Ingestor:
     on_job_created
         Called with the new job id after the transaction committed (never for duplicates or
         failures). Exceptions it raises are logged; the job is already durable and queued.
+    on_outcome
+        Called with ``(status, reason, duplicate, seconds)`` after each C-STORE was decided
+        (a receiver process forwards them to the node's metrics, see :func:`count_store`).
     """
 
     def __init__(
@@ -118,14 +189,23 @@ class Ingestor:
         db: Database,
         spool: Spool,
         on_job_created: Callable[[int], None] | None = None,
+        *,
+        on_outcome: Callable[[int, str, bool, float], None] | None = None,
     ):
         self.settings = settings
         self.db = db
         self.spool = spool
         self.on_job_created = on_job_created
-        # Serialises stores of identical content inside this process so that a failing store
-        # never deletes a file a concurrent identical store is about to reference.
-        self._locks = [threading.Lock() for _ in range(64)]
+        self.on_outcome = on_outcome
+        # Serialises stores of identical content (threads, and the other receiver processes
+        # when there are several) so that a failing store never deletes a file a concurrent
+        # identical store is about to reference.
+        shared = settings.dicom.receiver_processes > 1
+        self._locks = _ContentLocks(spool.root / "locks" if shared else None)
+
+    def close(self) -> None:
+        """Release the lock files (when several receiver processes share the spool)."""
+        self._locks.close()
 
     # ------------------------------------------------------------------ public
     def ingest(self, item: ReceivedDataset) -> StoreOutcome:
@@ -151,10 +231,10 @@ class Ingestor:
             )
             self._audit_failure(item, None, outcome)
         elapsed = time.perf_counter() - started
-        STORE_SECONDS.observe(elapsed)
-        INSTANCES_RECEIVED.labels(outcome_label(outcome.status, duplicate=outcome.duplicate)).inc()
-        if outcome.status != StoreStatus.SUCCESS:
-            STORE_FAILURES.labels(f"0x{outcome.status:04X}", outcome.reason).inc()
+        count_store(outcome.status, outcome.reason, outcome.duplicate, elapsed)
+        if self.on_outcome is not None:
+            with contextlib.suppress(Exception):
+                self.on_outcome(int(outcome.status), outcome.reason, outcome.duplicate, elapsed)
         log.info(
             "c_store",
             status=f"0x{outcome.status:04X}",
@@ -200,7 +280,7 @@ class Ingestor:
         data = file_bytes(validated, item.raw, item.transfer_syntax)
         sha = hashlib.sha256(data).hexdigest()
         timings["hash"] = time.perf_counter() - t0
-        with self._locks[int(sha[:4], 16) % len(self._locks)]:
+        with self._locks.hold(sha):
             return self._store(item, validated, data, sha, timings)
 
     def _store(

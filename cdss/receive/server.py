@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
+import signal
 import socket
 import ssl
 import threading
@@ -39,7 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cdss.audit import Action, EventID, EventType, Outcome, record_event
 from cdss.config import ConfigError, DicomSettings, Settings
 from cdss.db import Database
-from cdss.logs import get_logger
+from cdss.logs import configure_logging, get_logger
 from cdss.metrics import ASSOCIATIONS_REJECTED
 from cdss.receive.ingest import (
     IMPLEMENTATION_CLASS_UID,
@@ -47,6 +49,7 @@ from cdss.receive.ingest import (
     Ingestor,
     ReceivedDataset,
 )
+from cdss.receive.processes import ReceiverPool
 from cdss.receive.status import StoreStatus
 from cdss.receive.syntaxes import (
     STORAGE_SOP_CLASSES,
@@ -57,7 +60,7 @@ from cdss.receive.syntaxes import (
 from cdss.store import Spool, SpoolArea
 from cdss.store.orphans import sweep_orphans
 
-__all__ = ["AssociationPolicy", "Receiver", "Refusal", "server_tls_context"]
+__all__ = ["AssociationPolicy", "Receiver", "Refusal", "run_child_receiver", "server_tls_context"]
 
 log = get_logger(__name__)
 
@@ -233,6 +236,7 @@ class _AssociationServer(ThreadedAssociationServer):
 
     daemon_threads = True
     block_on_close = False  # stop() must not wait for a silent client's TLS handshake
+    request_queue_size = 128  # listen backlog (socketserver's 5 drops the SYNs of a burst of modalities)
     max_pdu_read = 0
     max_message_bytes = 0
     tls_context: ssl.SSLContext | None = None
@@ -258,6 +262,15 @@ class _AssociationServer(ThreadedAssociationServer):
         super().process_request_thread(request, client_address)
 
 
+class _ReusePortAssociationServer(_AssociationServer):
+    """The same server, listening with ``SO_REUSEPORT`` (several receiver processes, one port)."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def _sanitize(text: str, limit: int = 64) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
@@ -274,7 +287,13 @@ class Receiver:
     spool
         The durable instance spool.
     on_job_created
-        Called with the id of each new job after its transaction committed.
+        Called with the id of each new job after its transaction committed (also for the
+        jobs that the other receiver processes created, ``dicom.receiver_processes`` > 1).
+    child_of
+        Set only inside a child receiver process (:func:`run_child_receiver`): the queue to
+        the node, which gets this process's job ids and metric events.
+    port
+        Port to bind instead of ``dicom.port`` (a child binds the node's actual port).
 
     Examples
     --------
@@ -289,17 +308,30 @@ class Receiver:
         db: Database,
         spool: Spool,
         on_job_created: Callable[[int], None] | None = None,
+        *,
+        child_of: Any = None,
+        port: int | None = None,
     ):
         self.settings = settings
         self.db = db
         self.spool = spool
-        self.ingestor = Ingestor(settings, db, spool, on_job_created)
+        self._child_of = child_of
+        self._bind_port = settings.dicom.port if port is None else port
+        on_outcome = None
+        if child_of is not None:
+
+            def on_outcome(status: int, reason: str, duplicate: bool, seconds: float) -> None:
+                child_of.put(("store", status, reason, duplicate, seconds))
+
+        self.ingestor = Ingestor(settings, db, spool, on_job_created, on_outcome=on_outcome)
+        self.on_job_created = on_job_created
         self.policy = AssociationPolicy(settings.dicom)
         self.syntaxes: SyntaxSupport = syntax_support()
         self._tls = server_tls_context(settings.dicom) if settings.dicom.tls_enabled else None
         self._ae: AE | None = None
         self._server: _AssociationServer | None = None
         self._thread: threading.Thread | None = None
+        self._pool: ReceiverPool | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -313,17 +345,29 @@ class Receiver:
     def running(self) -> bool:
         return self._server is not None
 
+    @property
+    def processes(self) -> int:
+        """Receiver processes listening: this one plus its live children."""
+        if self._server is None:
+            return 0
+        return 1 + (self._pool.alive() if self._pool is not None else 0)
+
     def start(self) -> None:
-        """Sweep the spool, build the AE and start listening (non-blocking)."""
+        """Sweep the spool, build the AE and start listening (non-blocking).
+
+        With ``dicom.receiver_processes`` > 1 this also starts the other receiver processes
+        and returns once they listen too.
+        """
         if self._server is not None:
             return
         dicom = self.settings.dicom
-        swept = self.spool.sweep_temp()
-        try:
-            orphans = sweep_orphans(self.db, self.spool, SpoolArea.INSTANCES)
-        except SQLAlchemyError as exc:
-            orphans = 0
-            log.error("spool_reconcile_failed", error=type(exc).__name__)
+        swept = orphans = 0
+        if self._child_of is None:  # the node's receiver sweeps; its children do not
+            swept = self.spool.sweep_temp()
+            try:
+                orphans = sweep_orphans(self.db, self.spool, SpoolArea.INSTANCES)
+            except SQLAlchemyError as exc:
+                log.error("spool_reconcile_failed", error=type(exc).__name__)
         ae = AE(ae_title=dicom.ae_title)
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -345,10 +389,11 @@ class Receiver:
             (evt.EVT_C_ECHO, self._on_c_echo),
             (evt.EVT_C_STORE, self._on_c_store),
         ]
+        shared_port = dicom.receiver_processes > 1 or self._child_of is not None
         server = ae.make_server(
-            (dicom.bind, dicom.port),
+            (dicom.bind, self._bind_port),
             evt_handlers=handlers,
-            server_class=_AssociationServer,
+            server_class=_ReusePortAssociationServer if shared_port else _AssociationServer,
             request_handler=_RequestHandler,
         )
         assert isinstance(server, _AssociationServer)
@@ -373,14 +418,29 @@ class Receiver:
             temp_files_swept=swept,
             orphans_removed=orphans,
         )
+        if self._child_of is not None:
+            return
         log.info("transfer_syntaxes", accepted=list(self.syntaxes.accepted), refused=self.syntaxes.refused)
         for line in self.syntaxes.describe():
             log.debug("transfer_syntax", detail=line)
+        if dicom.receiver_processes > 1:
+            self._pool = ReceiverPool(
+                self.settings,
+                self.port,
+                dicom.receiver_processes - 1,
+                self.on_job_created,
+                run_child_receiver,
+            )
+            self._pool.start()
 
     def stop(self) -> None:
         """Stop listening and abort associations still open (their SCUs will retry)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
         ae, server, thread = self._ae, self._server, self._thread
         self._ae = self._server = self._thread = None
+        self.ingestor.close()
         if server is None or ae is None:
             return
         server.shutdown()
@@ -451,6 +511,9 @@ class Receiver:
         address: str,
     ) -> None:
         ASSOCIATIONS_REJECTED.labels(reason).inc()
+        if self._child_of is not None:
+            with contextlib.suppress(Exception):
+                self._child_of.put(("rejected", reason))
         log.warning("association_rejected", reason=reason, calling_aet=calling, peer=address)
         try:
             with self.db.session() as session:
@@ -525,3 +588,39 @@ class Receiver:
         if outcome.offending is not None:
             rsp.OffendingElement = [outcome.offending]
         return rsp
+
+
+def run_child_receiver(settings_data: dict[str, Any], port: int, events: Any, stop: Any) -> None:
+    """Entry point of one child receiver process (``dicom.receiver_processes`` > 1; spawned).
+
+    Listens on ``port`` next to the node's own receiver until ``stop`` is set, the node tells it
+    to (SIGTERM), or the node process is gone (checked every 0.5 s). See
+    :mod:`cdss.receive.processes`.
+    """
+    settings = Settings.model_validate(settings_data)
+    configure_logging(settings.logging.level, settings.logging.json_output)
+    parent = os.getppid()
+    events.cancel_join_thread()  # never block at exit on a queue nobody reads any more
+    terminated = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the node, which stops us
+    # Only a flag: touching the shared stop event in a handler can deadlock on its own lock.
+    signal.signal(signal.SIGTERM, lambda *_: terminated.set())
+    db = Database(settings.database.url, pool_size=settings.database.pool_size, run_migrations=False)
+    receiver = Receiver(
+        settings,
+        db,
+        Spool(settings.storage),
+        on_job_created=lambda job_id: events.put(("job", int(job_id))),
+        child_of=events,
+        port=port,
+    )
+    receiver.start()
+    events.put(("ready", os.getpid()))
+    try:
+        while not (terminated.wait(0.5) or stop.is_set()):
+            if os.getppid() != parent:  # the node died (kill -9): do not outlive it
+                log.warning("receiver process exits: its node is gone", pid=os.getpid())
+                break
+    finally:
+        receiver.stop()
+        db.dispose()
