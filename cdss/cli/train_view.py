@@ -74,10 +74,20 @@ def train_view_cmd(
     epochs: int = typer.Option(14, "--epochs", min=1, help="Epochs (upper bound when --time-hours is set)."),
     imgsz: int = typer.Option(128, "--imgsz", min=32, help="Input side, pixels."),
     width: int = typer.Option(24, "--width", min=4, help="Network stem width (channels)."),
+    planes: str = typer.Option(
+        "eq-std-mask", "--planes", help="Input planes: eq-std-mask or eq-lcn-mask (see preprocess)."
+    ),
     batch: int = typer.Option(64, "--batch", min=2, help="Batch size."),
     lr: float = typer.Option(3e-3, "--lr", help="Peak AdamW learning rate (warm-up, then cosine)."),
     augment: float = typer.Option(
         1.0, "--augment", min=0.0, max=2.0, help="Augmentation strength (0 = none, 1 = shipped recipe)."
+    ),
+    bend: float = typer.Option(
+        0.0,
+        "--bend",
+        min=0.0,
+        max=1.0,
+        help="Probability of the sideways 'bend' augmentation (see model card).",
     ),
     val_fraction: float = typer.Option(0.15, "--val-fraction", min=0.0, max=0.9, help="Used without --val."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
@@ -99,9 +109,11 @@ def train_view_cmd(
         epochs=epochs,
         imgsz=imgsz,
         width=width,
+        planes=planes,
         batch=batch,
         lr=lr,
         augment_strength=augment,
+        bend=bend,
         val_fraction=val_fraction,
         device=device,
         workers=workers,
@@ -144,11 +156,18 @@ def evaluate_view_cmd(
     ),
     veto_threshold: float = typer.Option(0.8, "--veto-threshold", help="Routing rates at this p(other)."),
     out: Path | None = typer.Option(None, "--out", help="Write the full JSON report here."),
+    routing: bool = typer.Option(
+        False,
+        "--routing",
+        help="Also route every image as sent, without view tags, and (non-spine) labelled LSPINE, "
+        "by tags alone and with the classifier at the given thresholds.",
+    ),
 ) -> None:
     """Evaluate the view classifier on held-out sets (accuracy per class, confusion, ms per image)."""
     import torch
 
-    from cdss.train.view import evaluate_view
+    from cdss.config import RouteSettings
+    from cdss.train.view import evaluate_view, routing_study
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -171,6 +190,27 @@ def evaluate_view_cmd(
             f"(right analysis {r['decided_correct_analysis'] or 0:.3f}); p(other) ≥{r['veto_threshold']}: "
             f"spine {r['spine_vetoed_share'] or 0:.3f}, other {r['other_vetoed_share'] or 0:.3f}"
         )
+    if routing:
+        settings = RouteSettings(
+            classifier_min_probability=decide_threshold, classifier_veto_probability=veto_threshold
+        )
+        with _progress() as progress:
+            study = routing_study(weights, data, settings, device=device, progress=_Bars(progress))
+        report["routing_study"] = study
+        for name, per in study["sets"].items():
+            t = Table(title=f"routing {name} (decide ≥{decide_threshold}, veto ≥{veto_threshold})")
+            for col in ("scenario / truth", "images", "right, tags only", "right, with classifier", "rules"):
+                t.add_column(col)
+            for key, rec in per.items():
+                rules = ", ".join(f"{k} {v}" for k, v in sorted(rec["rules"].items()))
+                t.add_row(
+                    key,
+                    str(rec["images"]),
+                    f"{rec['right_share_tags_only']:.3f}",
+                    f"{rec['right_share']:.3f}",
+                    rules,
+                )
+            console.print(t)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1), encoding="utf-8")

@@ -402,7 +402,7 @@ def route(
                 f"site rule #{index + 1} matched: {_describe(facts)}{side_text}",
                 DecisionRule.SITE_RULE,
             )
-            return _with_veto(decision, pixels, statements, _tag_status(facts), decision.analysis)
+            return _with_veto(decision, pixels, statements, _tag_status(facts), _builtin(ds, facts).analysis)
     if not settings.use_builtin_rules:
         rule = DecisionRule.BUILTIN_DISABLED
         return RouteDecision(

@@ -10,8 +10,9 @@ one of :class:`~cdss.analysis.view.labels.ViewLabel`). Every image is decoded on
 Training applies strong, randomised augmentation (:class:`ViewAugment`) so the network does not
 learn one generator's look: rotation, zoom, crops, aspect changes, horizontal mirroring (which
 swaps the cervical oblique sides, see :func:`~cdss.analysis.view.labels.mirror_label`),
-collimation shutters, lead markers, window / gamma / contrast curves, CLAHE, unsharp masking,
-blur, noise, an exposure ramp, JPEG compression and (rarely) inversion. Classes are sampled
+small fields in large shuttered images, (rarely) quarter turns, collimation shutters, lead
+markers, cut-out rectangles, window / gamma / contrast curves, CLAHE, unsharp masking, blur,
+noise, grid stripes, an exposure ramp, JPEG compression and (rarely) inversion. Classes are sampled
 balanced. AdamW with a warm-up and cosine learning-rate schedule; the checkpoint is written after
 every epoch (``--resume`` continues it); the weights kept are those of the epoch with the lowest
 validation loss (clean validation images plus a fixed augmented copy of them).
@@ -34,6 +35,7 @@ import cv2
 import numpy as np
 import torch
 from pydicom import dcmread
+from pydicom.dataset import Dataset as DicomDataset
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -43,6 +45,9 @@ from cdss.analysis.view.labels import LABELS, ViewLabel, mirror_label
 from cdss.analysis.view.network import ViewNet
 from cdss.analysis.view.preprocess import prepare
 from cdss.analysis.view.weights import ViewMeta, file_sha256, save_view_weights
+from cdss.config import Analysis, RouteSettings
+from cdss.route import route
+from cdss.route.tags import tag_text
 
 __all__ = [
     "ImageCache",
@@ -54,6 +59,7 @@ __all__ = [
     "find_samples",
     "label_from_truth",
     "routing_rates",
+    "routing_study",
     "train_view",
 ]
 
@@ -251,6 +257,11 @@ class ViewAugment:
     p_noise: float = 0.45
     p_ramp: float = 0.3
     p_jpeg: float = 0.25
+    p_zoom_out: float = 0.25
+    p_quarter_turn: float = 0.04
+    p_cutout: float = 0.2
+    p_stripes: float = 0.12
+    p_bend: float = 0.0
     max_rotation_deg: float = 25.0
 
     def __call__(
@@ -261,6 +272,8 @@ class ViewAugment:
             return img, label
         s = self.strength
         img = self._geometry(img, rng)
+        if rng.random() < self.p_bend * s:
+            img = self._bend(img, rng)
         if rng.random() < self.p_flip:
             img = img[:, ::-1].copy()
             label = mirror_label(label)
@@ -268,7 +281,15 @@ class ViewAugment:
             img = self._collimate(img, rng)
         if rng.random() < self.p_marker * s:
             img = self._marker(img, rng)
+        if rng.random() < self.p_cutout * s:
+            img = self._cutout(img, rng)
         img = self._tone(img, rng)
+        if rng.random() < self.p_stripes * s:  # anti-scatter grid aliasing
+            h, w = img.shape
+            period = float(rng.uniform(2.5, 12.0))
+            axis = np.arange(w if rng.random() < 0.5 else h, dtype=np.float32)
+            wave = np.sin(2 * np.pi * axis / period) * float(rng.uniform(0.01, 0.05))
+            img = np.clip(img + (wave[None, :] if wave.size == w else wave[:, None]), 0, 1)
         if rng.random() < self.p_clahe * s:
             clahe = cv2.createCLAHE(
                 clipLimit=float(rng.uniform(1.2, 4.0)), tileGridSize=(int(rng.integers(3, 9)),) * 2
@@ -304,17 +325,23 @@ class ViewAugment:
 
     # -- geometry: rotation, zoom, crop / pad, aspect
     def _geometry(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        h, w = img.shape
         s = self.strength
+        if rng.random() < self.p_quarter_turn * s:  # displayed a quarter turn off
+            img = np.ascontiguousarray(np.rot90(img, k=int(rng.choice([1, 3]))))
+        h, w = img.shape
         if rng.random() < 0.7:
             ang = float(np.clip(rng.normal(0, 9), -self.max_rotation_deg, self.max_rotation_deg)) * s
         else:
             ang = float(rng.uniform(-self.max_rotation_deg, self.max_rotation_deg)) * s
-        zoom = float(np.exp(rng.normal(0, 0.12 * s)))
         aspect = float(np.exp(rng.normal(0, 0.08 * s)))
-        # output window: a crop (or an enlarged canvas) of the rotated image
-        fh = float(np.clip(rng.uniform(0.7, 1.08) if rng.random() < 0.5 * s else 1.0, 0.5, 1.1))
-        fw = float(np.clip(rng.uniform(0.7, 1.08) if rng.random() < 0.5 * s else 1.0, 0.5, 1.1))
+        if rng.random() < self.p_zoom_out * s:  # a small field in a large, shuttered image
+            zoom = float(rng.uniform(0.45, 0.9))
+            fh = fw = 1.0
+        else:
+            zoom = float(np.exp(rng.normal(0, 0.12 * s)))
+            # output window: a crop (or an enlarged canvas) of the rotated image
+            fh = float(np.clip(rng.uniform(0.7, 1.08) if rng.random() < 0.5 * s else 1.0, 0.5, 1.1))
+            fw = float(np.clip(rng.uniform(0.7, 1.08) if rng.random() < 0.5 * s else 1.0, 0.5, 1.1))
         oh, ow = max(16, round(h * fh)), max(16, round(w * fw))
         cx = w / 2 + rng.uniform(-0.5, 0.5) * max(0.0, w - ow / zoom) * 0.8
         cy = h / 2 + rng.uniform(-0.5, 0.5) * max(0.0, h - oh / zoom) * 0.8
@@ -322,7 +349,7 @@ class ViewAugment:
         m[0, :] *= aspect
         m[0, 2] += ow / 2 - cx * aspect
         m[1, 2] += oh / 2 - cy
-        border = float(rng.choice([0.0, 1.0, float(np.median(img))]))
+        border = float(rng.choice([0.0, float(rng.uniform(0.85, 1.0)), float(np.median(img))]))
         return cv2.warpAffine(
             img, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border
         )
@@ -342,6 +369,31 @@ class ViewAugment:
         mask = cv2.GaussianBlur(mask, (0, 0), float(rng.uniform(0.5, 3.0)))
         shutter = float(rng.choice([rng.uniform(0.8, 1.0), rng.uniform(0.0, 0.15), rng.uniform(0.3, 0.7)]))
         return img * mask + shutter * (1 - mask)
+
+    @staticmethod
+    def _bend(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Shift every row sideways by a smooth wave: straightens or curves the spine (lordosis,
+        scoliosis), so the class cannot be read from the column's curvature alone."""
+        h, w = img.shape
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        amp = float(rng.uniform(-0.1, 0.1)) * w
+        freq = float(rng.uniform(0.4, 1.2))
+        phase = float(rng.uniform(0, 2 * math.pi))
+        shift = amp * np.sin(math.pi * freq * yy / h + phase)
+        return cv2.remap(img, xx + shift, yy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    @staticmethod
+    def _cutout(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """1–3 rectangles of one grey value (implants, labels, defects, overlapping objects)."""
+        h, w = img.shape
+        out = img.copy()
+        for _ in range(int(rng.integers(1, 4))):
+            bh, bw = int(rng.uniform(0.03, 0.2) * h), int(rng.uniform(0.03, 0.2) * w)
+            r0, c0 = int(rng.uniform(0, h - bh)), int(rng.uniform(0, w - bw))
+            out[r0 : r0 + bh, c0 : c0 + bw] = float(
+                rng.choice([rng.uniform(0.9, 1.0), rng.uniform(0.0, 0.6)])
+            )
+        return out
 
     @staticmethod
     def _marker(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -394,6 +446,7 @@ class ViewDataset(Dataset):
         imgsz: int,
         augment: ViewAugment | None,
         seed: int,
+        planes: str = "eq-std-mask",
     ) -> None:
         self.cache = cache
         self.labels = list(labels)
@@ -401,6 +454,7 @@ class ViewDataset(Dataset):
         self.imgsz = imgsz
         self.augment = augment
         self.seed = seed
+        self.planes = planes
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -415,7 +469,7 @@ class ViewDataset(Dataset):
             img, label = self.augment(img8, label, rng)
         else:
             img = img8.astype(np.float32) / 255.0
-        return torch.from_numpy(prepare(img, self.imgsz)), LABELS.index(label)
+        return torch.from_numpy(prepare(img, self.imgsz, self.planes)), LABELS.index(label)
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -430,12 +484,14 @@ class ViewTrainConfig:
     epochs: int = 14
     imgsz: int = 128
     width: int = 24
+    planes: str = "eq-std-mask"
     batch: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.05
     augment_strength: float = 1.0
+    bend: float = 0.0
     cache_side: int = 224
     device: str = "auto"
     workers: int = 1
@@ -541,10 +597,16 @@ def train_view(cfg: ViewTrainConfig, progress: Progress | None = None) -> TrainO
     train_labels = [s.label for s in train_samples]
     val_labels = [s.label for s in val_samples]
 
-    augment = ViewAugment(strength=cfg.augment_strength)
-    train_ds = ViewDataset(train_cache, train_labels, range(len(train_samples)), cfg.imgsz, augment, cfg.seed)
-    val_clean = ViewDataset(val_cache, val_labels, range(len(val_samples)), cfg.imgsz, None, cfg.seed)
-    val_aug = ViewDataset(val_cache, val_labels, range(len(val_samples)), cfg.imgsz, augment, cfg.seed + 7919)
+    augment = ViewAugment(strength=cfg.augment_strength, p_bend=cfg.bend)
+    train_ds = ViewDataset(
+        train_cache, train_labels, range(len(train_samples)), cfg.imgsz, augment, cfg.seed, cfg.planes
+    )
+    val_clean = ViewDataset(
+        val_cache, val_labels, range(len(val_samples)), cfg.imgsz, None, cfg.seed, cfg.planes
+    )
+    val_aug = ViewDataset(
+        val_cache, val_labels, range(len(val_samples)), cfg.imgsz, augment, cfg.seed + 7919, cfg.planes
+    )
     loader_kw: dict[str, Any] = {"num_workers": cfg.workers, "persistent_workers": False}
     val_loaders = [
         DataLoader(val_clean, batch_size=cfg.batch * 2, shuffle=False, **loader_kw),
@@ -626,6 +688,7 @@ def train_view(cfg: ViewTrainConfig, progress: Progress | None = None) -> TrainO
                 version=cfg.version,
                 imgsz=cfg.imgsz,
                 width=cfg.width,
+                planes=cfg.planes,
                 training_data=cfg.training_data,
                 training={"recipe": recipe, "best_epoch": epoch, "validation": record},
             )
@@ -803,3 +866,102 @@ def evaluate_view(
             "rows": rows,
         }
     return report
+
+
+# ---------------------------------------------------------------------------------------- routing study
+#: Header edits of the routing study (what real modalities get wrong).
+SCENARIOS = ("as_sent", "no_view_tags", "labelled_lspine")
+
+
+def _scenario(ds: DicomDataset, scenario: str) -> DicomDataset:
+    if scenario == "no_view_tags":  # ViewPosition, PatientOrientation, view codes and words gone
+        for keyword in ("ViewPosition", "PatientOrientation", "ViewCodeSequence"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        region = tag_text(ds, "BodyPartExamined")
+        for keyword in ("SeriesDescription", "ProtocolName", "StudyDescription"):
+            if keyword in ds:
+                setattr(ds, keyword, region or "")
+    elif scenario == "labelled_lspine":  # a wrong protocol: header says lumbar spine AP
+        ds.BodyPartExamined = "LSPINE"
+        ds.ViewPosition = "AP"
+        ds.SeriesDescription = "LSPINE AP"
+        ds.ProtocolName = "LSPINE AP"
+    return ds
+
+
+def _expected(label: ViewLabel) -> Analysis:
+    return {
+        ViewLabel.LUMBAR_LATERAL: Analysis.LUMBAR_LATERAL,
+        ViewLabel.LUMBAR_AP: Analysis.LUMBAR_AP,
+        ViewLabel.CERVICAL_OBLIQUE_LEFT: Analysis.CERVICAL_OBLIQUE,
+        ViewLabel.CERVICAL_OBLIQUE_RIGHT: Analysis.CERVICAL_OBLIQUE,
+        ViewLabel.OTHER: Analysis.NOT_APPLICABLE,
+    }[label]
+
+
+def routing_study(
+    weights: Path | None,
+    dirs: Sequence[Path],
+    settings: RouteSettings,
+    *,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Route every labelled image under ``dirs`` as sent and with its header damaged.
+
+    Scenarios (:data:`SCENARIOS`): ``as_sent``; ``no_view_tags`` (ViewPosition,
+    PatientOrientation, view codes removed and the descriptions reduced to the body part);
+    ``labelled_lspine`` (only for ``other`` images: the header says LSPINE AP). Each image is
+    routed by the tags alone and with the classifier (``settings`` thresholds).
+
+    Returns
+    -------
+    dict
+        Per directory and scenario: images, share routed to the right analysis (tags alone /
+        with the classifier), count per deciding rule, and the wrong decisions.
+    """
+    clf = ViewClassifier.load(weights, device)
+    out: dict[str, Any] = {
+        "model": {
+            "name": clf.info.name,
+            "version": clf.info.version,
+            "weights_sha256": clf.info.weights_sha256,
+        },
+        "thresholds": {
+            "decide": settings.classifier_min_probability,
+            "veto": settings.classifier_veto_probability,
+        },
+        "sets": {},
+    }
+    tags_only = settings.model_copy(update={"view_classifier": False})
+    for d in dirs:
+        samples = find_samples([d])
+        per: dict[str, dict[str, Any]] = {}
+        for i, s in enumerate(samples):
+            for scenario in SCENARIOS:
+                if scenario == "labelled_lspine" and s.label is not ViewLabel.OTHER:
+                    continue
+                ds = _scenario(dcmread(s.path), scenario)
+                want = _expected(s.label)
+                plain = route(ds, tags_only, "MODALITY")
+                full = route(ds, settings, "MODALITY", clf)
+                key = f"{scenario}/{s.label.value}"
+                rec = per.setdefault(
+                    key, {"images": 0, "right_tags_only": 0, "right": 0, "rules": {}, "wrong": []}
+                )
+                rec["images"] += 1
+                rec["right_tags_only"] += plain.analysis is want
+                rec["right"] += full.analysis is want
+                rec["rules"][full.rule.value] = rec["rules"].get(full.rule.value, 0) + 1
+                if full.analysis is not want and len(rec["wrong"]) < 20:
+                    rec["wrong"].append(
+                        {"file": s.path.name, "analysis": full.analysis.value, "reason": full.reason}
+                    )
+            if progress is not None:
+                progress(f"route {Path(d).name}", i + 1, len(samples), "")
+        for rec in per.values():
+            rec["right_share_tags_only"] = rec["right_tags_only"] / rec["images"]
+            rec["right_share"] = rec["right"] / rec["images"]
+        out["sets"][str(d)] = dict(sorted(per.items()))
+    return out

@@ -8,6 +8,8 @@ Used by :mod:`cdss.route` when an image's tags are missing or contradict each ot
 veto on images whose tags say "spine" but which show something else (docs/operations.md,
 "Which images are analysed"). The model card is docs/models/view.md.
 
+Every image is classified together with its mirror image and the two answers are averaged (the
+mirror's left and right obliques swapped back), so the answer is exactly mirror-consistent.
 Left / right cervical obliques are mirror images of each other: the classifier says which side
 the image *looks* like (a mirrored left oblique is reported as right). Routing uses the side
 named by the header when there is one; otherwise the cervical analysis' ROI detector decides it
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from cdss.analysis.types import ModelInfo
-from cdss.analysis.view.labels import LABELS, ViewPrediction
+from cdss.analysis.view.labels import LABELS, ViewPrediction, mirror_label
 from cdss.analysis.view.network import ViewNet
 from cdss.analysis.view.preprocess import prepare
 from cdss.analysis.view.weights import ViewMeta, file_sha256, load_view_weights
@@ -128,11 +130,18 @@ class ViewClassifier:
         """Classify several images in one forward pass (same contract as :meth:`classify`)."""
         if not images:
             return []
-        planes = [prepare(_as_float(img), self.imgsz) for img in images]
-        batch = torch.from_numpy(np.stack(planes)).to(self.device)
+        planes = np.stack([prepare(_as_float(img), self.imgsz, self.meta.planes) for img in images])
+        # the image and its mirror in one pass; the mirror's oblique sides are swapped back
+        batch = torch.from_numpy(np.concatenate([planes, planes[:, :, :, ::-1]])).to(self.device)
         with self._lock, torch.inference_mode():
             probs = torch.softmax(self.net(batch).float(), dim=1).cpu().numpy()
+        n = len(images)
+        probs = 0.5 * (probs[:n] + probs[n:][:, _MIRROR])
         return [_prediction(p) for p in probs]
+
+
+#: Output index of each label's mirror image (left and right obliques swap).
+_MIRROR = [LABELS.index(mirror_label(lab)) for lab in LABELS]
 
 
 def _as_float(img: np.ndarray) -> np.ndarray:

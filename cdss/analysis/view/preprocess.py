@@ -68,7 +68,26 @@ def _equalise(values: np.ndarray, bins: int = 256, clip: float = 4.0) -> np.ndar
     return np.interp(values, edges, cdf).astype(np.float32)
 
 
-def prepare(img: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
+def _local_contrast(small: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Grey value minus its Gaussian neighbourhood mean, over the neighbourhood's deviation.
+
+    Computed inside the mask only (normalised convolution), clipped to ±3 deviations and scaled
+    to [-0.5, 0.5]. Removes what differs most between modalities' processing — the global tone
+    curve, soft-tissue brightness, exposure ramps — and keeps edges and local structure.
+    """
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(a, (0, 0), sigma)
+
+    weight = np.maximum(blur(mask), 1e-3)
+    mean = blur(small * mask) / weight
+    dev = (small - mean) * mask
+    var = blur(dev * dev) / weight
+    out = np.clip(dev / np.sqrt(var + 1e-4), -3.0, 3.0) / 6.0
+    return (out * mask).astype(np.float32)
+
+
+def prepare(img: np.ndarray, size: int = DEFAULT_SIZE, planes: str = "eq-std-mask") -> np.ndarray:
     """The classifier input for one display image.
 
     Parameters
@@ -77,18 +96,27 @@ def prepare(img: np.ndarray, size: int = DEFAULT_SIZE) -> np.ndarray:
         Grey image, float in [0, 1], bone bright, shape ``(rows, columns)``.
     size
         Input side, pixels.
+    planes
+        ``eq-std-mask`` (module docstring) or ``eq-lcn-mask`` (plane 1 is the local contrast,
+        :func:`_local_contrast`, instead of the globally standardised grey); the weights file
+        records which one its network was trained on.
 
     Returns
     -------
     np.ndarray
-        float32 ``(3, size, size)``: equalised, standardised and mask planes (module docstring).
+        float32 ``(3, size, size)``: equalised, second and mask planes (module docstring).
     """
     small, mask = letterbox(img, size)
     inside = mask > 0
     values = small[inside]
     eq = np.zeros_like(small)
     eq[inside] = _equalise(cv2.GaussianBlur(small, (0, 0), 0.7)[inside]) - 0.5
-    std = np.zeros_like(small)
-    sd = float(values.std())
-    std[inside] = np.clip((values - float(values.mean())) / max(sd, 1e-3), -4.0, 4.0) * 0.5
-    return np.stack([eq, std, mask]).astype(np.float32)
+    if planes == "eq-lcn-mask":
+        second = _local_contrast(small, mask, size / 32)
+    elif planes == "eq-std-mask":
+        second = np.zeros_like(small)
+        sd = float(values.std())
+        second[inside] = np.clip((values - float(values.mean())) / max(sd, 1e-3), -4.0, 4.0) * 0.5
+    else:
+        raise ValueError(f"unknown input planes {planes!r} (eq-std-mask or eq-lcn-mask)")
+    return np.stack([eq, second, mask]).astype(np.float32)

@@ -49,6 +49,8 @@ class ViewMeta:
         Input side, pixels.
     width
         :class:`~cdss.analysis.view.network.ViewNet` stem width.
+    planes
+        Input planes (:func:`cdss.analysis.view.preprocess.prepare`).
     labels
         Output order (must equal :data:`~cdss.analysis.view.labels.LABELS`).
     architecture, training_data
@@ -61,6 +63,7 @@ class ViewMeta:
     version: str = "0"
     imgsz: int = 128
     width: int = 24
+    planes: str = "eq-std-mask"
     labels: list[str] = field(default_factory=lambda: [lab.value for lab in LABELS])
     architecture: str = "ViewNet (5-stage CNN)"
     training_data: str = "synthetic radiographs (cdss.synth)"
@@ -81,13 +84,21 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_view_weights(path: Path, meta: ViewMeta, state: dict[str, torch.Tensor]) -> str:
-    """Write the weights file atomically and return its SHA-256."""
+def save_view_weights(
+    path: Path, meta: ViewMeta, state: dict[str, torch.Tensor], *, half: bool = True
+) -> str:
+    """Write the weights file atomically and return its SHA-256.
+
+    ``half`` stores floating tensors as float16 (half the file; loading casts back to float32).
+    """
     blob = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "meta": asdict(meta),
-        "state": {k: v.detach().cpu() for k, v in state.items()},
+        "state": {
+            k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+            for k, v in state.items()
+        },
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
