@@ -11,6 +11,8 @@ __all__ = [
     "ANALYSIS_SECONDS",
     "ASSOCIATIONS_REJECTED",
     "BATCH_SIZE",
+    "BROKER_PUBLISH_FAILURES",
+    "BROKER_UP",
     "DELIVERIES",
     "DELIVERY_SECONDS",
     "END_TO_END_SECONDS",
@@ -93,5 +95,15 @@ BATCH_SIZE = Histogram(
     "Images analysed together in one batched model call (jobs.batch_size), by analysis.",
     ["analysis"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=REGISTRY,
+)
+BROKER_UP = Gauge(
+    "cdss_broker_up",
+    "Celery backend: 1 when the node reached the broker at its last publish or probe, 0 when not.",
+    registry=REGISTRY,
+)
+BROKER_PUBLISH_FAILURES = Counter(
+    "cdss_broker_publish_failures_total",
+    "Celery backend: job ids that could not be published (the sweeper publishes them again later).",
     registry=REGISTRY,
 )

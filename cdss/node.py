@@ -175,6 +175,11 @@ class Node:
         if self.dispatcher is not None:
             self.dispatcher.wake()
 
+    def broker_status(self) -> tuple[bool, str] | None:
+        """Celery backend: whether the broker is reachable (``/readyz``); ``None`` without a broker."""
+        status = getattr(self.backend, "broker_status", None)
+        return status() if callable(status) else None
+
     def queue_depth(self) -> Mapping[str, int]:
         if self.db is None:
             return {}

@@ -18,7 +18,9 @@ class NodeStatus(Protocol):
       (the local backend also finds it by polling; Celery needs the id published);
     * ``wake_dispatch() -> None`` — tell the dispatcher a delivery is due now;
     * ``queue_depth() -> Mapping[str, int]`` — backend-specific queue lengths (e.g. the broker's),
-      shown next to the database counts.
+      shown next to the database counts;
+    * ``broker_status() -> tuple[bool, str] | None`` — Celery backend: broker reachable, and a
+      detail; ``/readyz`` adds a ``broker`` check when it is not ``None``.
 
     Without a node (the standalone ``cdss api``) the readiness check reports workers as
     "not part of this process" and the database state alone drives everything.

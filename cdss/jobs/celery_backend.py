@@ -35,6 +35,7 @@ from cdss.db import Database, Job, JobState, utcnow
 from cdss.jobs.runner import Heartbeat, JobProcessor, JobRunner, RunStatus
 from cdss.jobs.states import queued_job_ids
 from cdss.logs import get_logger
+from cdss.metrics import BROKER_PUBLISH_FAILURES, BROKER_UP
 
 __all__ = [
     "TASK_NAME",
@@ -194,6 +195,33 @@ class CeleryBackend:
         self._stop = threading.Event()
         self._outbox: queue.Queue[int | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._broker: tuple[bool, str] | None = None  # (reachable, detail) at the last publish/probe
+        self._broker_lock = threading.Lock()
+
+    def _set_broker(self, ok: bool, detail: str) -> None:
+        with self._broker_lock:
+            changed = self._broker is None or self._broker[0] != ok
+            self._broker = (ok, detail)
+        BROKER_UP.set(1 if ok else 0)
+        if changed:
+            (log.info if ok else log.error)("broker reachable" if ok else "broker unreachable", detail=detail)
+
+    def broker_status(self) -> tuple[bool, str]:
+        """Whether the broker was reachable at the last publish or probe, and why not (``/readyz``)."""
+        with self._broker_lock:
+            status = self._broker
+        return status if status is not None else (True, "not contacted yet")
+
+    def probe(self) -> bool:
+        """Connect to the broker once (short timeout) and record the result."""
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            self._set_broker(True, "broker reachable")
+            return True
+        except Exception as exc:
+            self._set_broker(False, f"broker unreachable ({type(exc).__name__})")
+            return False
 
     def publish(self, job_id: int) -> bool:
         """Send one job id to the broker now; ``False`` (logged) when the broker is unreachable."""
@@ -205,8 +233,11 @@ class CeleryBackend:
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
             )
+            self._set_broker(True, "last publish succeeded")
             return True
         except Exception as exc:  # broker down: the sweeper publishes it later
+            BROKER_PUBLISH_FAILURES.inc()
+            self._set_broker(False, f"publish failed ({type(exc).__name__})")
             log.error(
                 "could not publish job to the broker; it will be republished",
                 job_id=job_id,
@@ -255,6 +286,7 @@ class CeleryBackend:
 
     def _sweep(self) -> None:
         while not self._stop.wait(self.settings.reconcile_interval_s):
+            self.probe()  # keeps /readyz and cdss_broker_up current while nothing is published
             try:
                 ids = republish_stale(self.db, self.submit, self.settings.republish_after_s)
                 if ids:

@@ -45,7 +45,8 @@ def _free_mb(path: Path) -> float:
     responses={503: {"model": ReadyOut, "description": "A check failed; `checks` says which."}},
 )
 def readyz(request: Request) -> Any:
-    """Database reachable, spool above its free-space watermark, every configured worker alive."""
+    """Database reachable, spool above its free-space watermark, every configured worker alive,
+    and (Celery backend) the broker reachable."""
     settings = request.app.state.settings
     node = request.app.state.node
     checks: dict[str, CheckOut] = {}
@@ -71,6 +72,14 @@ def readyz(request: Request) -> Any:
             checks["workers"] = CheckOut(ok=alive >= expected, detail=f"{alive} of {expected} workers alive")
         except Exception as exc:
             checks["workers"] = CheckOut(ok=False, detail=f"worker status unavailable ({type(exc).__name__})")
+    broker_status = getattr(node, "broker_status", None)
+    if callable(broker_status):
+        try:
+            broker = broker_status()
+        except Exception as exc:
+            broker = (False, f"broker status unavailable ({type(exc).__name__})")
+        if broker is not None:
+            checks["broker"] = CheckOut(ok=bool(broker[0]), detail=str(broker[1]))
     body = ReadyOut(ready=all(c.ok for c in checks.values()), checks=checks)
     return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump(mode="json"))
 
