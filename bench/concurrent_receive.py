@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,6 +184,33 @@ def measure(
     }
 
 
+def _create_db(admin_url: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"cdss_bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_db(admin_url: str, url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def _node_name(processes: int) -> str:
+    return f"node, {processes} receiver process{'es' if processes > 1 else ''}"
+
+
 def plot(results: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -190,7 +218,9 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for receiver, style in (("node", "o-"), ("storescp --fork", "s--")):
+    receivers = sorted({r["receiver"] for r in results}, key=lambda name: (name.startswith("node"), name))
+    styles = ["s--", "o-", "^-", "v-", "d-"]
+    for receiver, style in zip(receivers, styles, strict=False):
         rows = [r for r in results if r["receiver"] == receiver]
         if not rows:
             continue
@@ -219,8 +249,18 @@ def main() -> int:
     ap.add_argument("--per-sender", type=int, default=6, help="distinct images per association (default 6)")
     ap.add_argument("--rows", type=int, default=2048)
     ap.add_argument("--columns", type=int, default=2048)
-    ap.add_argument("--receiver-processes", type=int, default=None, help="node: dicom.receiver_processes")
-    ap.add_argument("--db-url", default=None, help="node database (default SQLite in the work dir)")
+    ap.add_argument(
+        "--receiver-processes",
+        default="1,2",
+        help="node variants to measure: comma-separated dicom.receiver_processes (default 1,2)",
+    )
+    ap.add_argument(
+        "--postgres",
+        default=None,
+        metavar="ADMIN_URL",
+        help="node database: a fresh PostgreSQL database per node (created and dropped through this "
+        "admin URL, e.g. postgresql+psycopg://postgres@127.0.0.1/postgres); default SQLite",
+    )
     ap.add_argument(
         "--no-fsync",
         action="store_true",
@@ -231,6 +271,7 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, help="keep images and spools here (default: temp dir)")
     args = ap.parse_args()
     counts = [int(x) for x in args.senders.split(",")]
+    processes = [int(x) for x in args.receiver_processes.split(",")]
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cdss-bench-concurrent-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -262,9 +303,9 @@ def main() -> int:
         "mb_per_image": round(mb_per_image, 2),
         "per_sender": args.per_sender,
         "node_settings": {
-            "database": (args.db_url or "sqlite").split(":", 1)[0],
+            "database": "postgresql" if args.postgres else "sqlite",
             "fsync": not args.no_fsync,
-            "receiver_processes": args.receiver_processes or 1,
+            "receiver_processes": processes,
         },
     }
     results: list[dict] = []
@@ -276,28 +317,30 @@ def main() -> int:
             results.append(measure("storescp --fork", group, scp.port, log_cfg, mb))
         shutil.rmtree(work / f"storescp-{n}", ignore_errors=True)
         # the node (fresh database and spool each time: every image is new to it)
-        dicom: dict[str, object] = {"max_associations": 64}
-        if args.receiver_processes:
-            dicom["receiver_processes"] = args.receiver_processes
-        node = NodeProcess(
-            work / f"node-{n}",
-            database_url=args.db_url,
-            extra={
-                "dicom": dicom,
-                "storage": {"fsync": not args.no_fsync},
-                "api": {"enabled": False},
-                "jobs": {"workers": 0, "max_queue_depth": 10**6},
-                "logging": {"level": "WARNING"},
-                "route": {"view_classifier": False},
-            },
-        )
-        node.start(timeout=120)
-        try:
-            results.append(measure("node", group, node.dicom_port, log_cfg, mb))
-        finally:
-            node.stop()
-        shutil.rmtree(work / f"node-{n}", ignore_errors=True)
-        for r in results[-2:]:
+        for rp in processes:
+            dicom: dict[str, object] = {"max_associations": 64, "receiver_processes": rp}
+            db_url = _create_db(args.postgres) if args.postgres else None
+            node = NodeProcess(
+                work / f"node-{n}-{rp}",
+                database_url=db_url,
+                extra={
+                    "dicom": dicom,
+                    "storage": {"fsync": not args.no_fsync},
+                    "api": {"enabled": False},
+                    "jobs": {"workers": 0, "max_queue_depth": 10**6},
+                    "logging": {"level": "WARNING"},
+                    "route": {"view_classifier": False},
+                },
+            )
+            node.start(timeout=120)
+            try:
+                results.append(measure(_node_name(rp), group, node.dicom_port, log_cfg, mb))
+            finally:
+                node.stop()
+                if db_url:
+                    _drop_db(args.postgres, db_url)
+            shutil.rmtree(work / f"node-{n}-{rp}", ignore_errors=True)
+        for r in results[-1 - len(processes) :]:
             print(
                 f"  {r['receiver']:16s} {n} sender(s): {r['aggregate_mb_per_s']:7.1f} MB/s  "
                 f"p50 {r['latency_ms']['p50']:7.1f} ms  p95 {r['latency_ms']['p95']:7.1f} ms  "
@@ -305,11 +348,15 @@ def main() -> int:
                 flush=True,
             )
     report["results"] = results
-    ratios = {}
-    for n in counts:
-        node_r = next(r for r in results if r["receiver"] == "node" and r["senders"] == n)
-        scp_r = next(r for r in results if r["receiver"] == "storescp --fork" and r["senders"] == n)
-        ratios[str(n)] = round(node_r["aggregate_mb_per_s"] / scp_r["aggregate_mb_per_s"], 2)
+    ratios: dict[str, dict[str, float]] = {}
+    for rp in processes:
+        ratios[_node_name(rp)] = {}
+        for n in counts:
+            node_r = next(r for r in results if r["receiver"] == _node_name(rp) and r["senders"] == n)
+            scp_r = next(r for r in results if r["receiver"] == "storescp --fork" and r["senders"] == n)
+            ratios[_node_name(rp)][str(n)] = round(
+                node_r["aggregate_mb_per_s"] / scp_r["aggregate_mb_per_s"], 2
+            )
     report["node_over_storescp"] = ratios
     print(json.dumps(report, indent=2))
     if args.json:
@@ -318,7 +365,6 @@ def main() -> int:
         title = (
             f"{report['image']} DX ({mb_per_image:.1f} MB), {args.per_sender} per association; node: "
             f"{report['node_settings']['database']}, {'fsync' if not args.no_fsync else 'NO fsync'}, "
-            f"{report['node_settings']['receiver_processes']} receiver process(es); "
             f"load {results[0]['loadavg_before'][0]:.1f}-{max(r['loadavg_after'][0] for r in results):.1f} "
             f"on {os.cpu_count()} cores"
         )
