@@ -216,6 +216,7 @@ def plot(results: list[dict], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     receivers = sorted({r["receiver"] for r in results}, key=lambda name: (name.startswith("node"), name))
@@ -225,15 +226,25 @@ def plot(results: list[dict], path: Path, title: str) -> None:
         if not rows:
             continue
         n = [r["senders"] for r in rows]
-        ax1.plot(n, [r["aggregate_mb_per_s"] for r in rows], style, label=receiver)
-        ax2.plot(n, [r["latency_ms"]["p50"] for r in rows], style, label=f"{receiver} p50")
-        ax2.plot(n, [r["latency_ms"]["p95"] for r in rows], style, alpha=0.5, label=f"{receiver} p95")
+        (line,) = ax1.plot(n, [r["aggregate_mb_per_s"] for r in rows], style, label=receiver)
+        ax2.plot(
+            n, [r["latency_ms"]["p50"] for r in rows], style, color=line.get_color(), label=f"{receiver} p50"
+        )
+        ax2.plot(
+            n,
+            [r["latency_ms"]["p95"] for r in rows],
+            style,
+            color=line.get_color(),
+            alpha=0.4,
+            label=f"{receiver} p95",
+        )
     ax1.set(
         xlabel="simultaneous storescu associations", ylabel="aggregate MB/s", xscale="log", ylim=(0, None)
     )
     ax2.set(xlabel="simultaneous storescu associations", ylabel="C-STORE latency (ms)", xscale="log")
     for ax in (ax1, ax2):
         ax.set_xticks([1, 2, 4, 8], labels=["1", "2", "4", "8"])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
@@ -269,7 +280,12 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--plot", type=Path, help="write the PNG plot here")
     ap.add_argument("--workdir", type=Path, help="keep images and spools here (default: temp dir)")
+    ap.add_argument("--replot", type=Path, help="only draw --plot again from this --json output")
     args = ap.parse_args()
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        plot(saved["results"], args.plot, saved.get("plot_title", ""))
+        return 0
     counts = [int(x) for x in args.senders.split(",")]
     processes = [int(x) for x in args.receiver_processes.split(",")]
 
@@ -358,16 +374,17 @@ def main() -> int:
                 node_r["aggregate_mb_per_s"] / scp_r["aggregate_mb_per_s"], 2
             )
     report["node_over_storescp"] = ratios
+    title = (
+        f"{report['image']} DX ({mb_per_image:.1f} MB), {args.per_sender} per association; node: "
+        f"{report['node_settings']['database']}, {'fsync' if not args.no_fsync else 'NO fsync'}, "
+        f"load {results[0]['loadavg_before'][0]:.1f}-{max(r['loadavg_after'][0] for r in results):.1f} "
+        f"on {os.cpu_count()} cores"
+    )
+    report["plot_title"] = title
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.plot:
-        title = (
-            f"{report['image']} DX ({mb_per_image:.1f} MB), {args.per_sender} per association; node: "
-            f"{report['node_settings']['database']}, {'fsync' if not args.no_fsync else 'NO fsync'}, "
-            f"load {results[0]['loadavg_before'][0]:.1f}-{max(r['loadavg_after'][0] for r in results):.1f} "
-            f"on {os.cpu_count()} cores"
-        )
         plot(results, args.plot, title)
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -61,7 +61,10 @@ def _idle(db, total: int) -> bool:
 
 
 def _mean_batch(api: str) -> float | None:
-    text = httpx.get(f"{api}/metrics", timeout=10).text
+    try:
+        text = httpx.get(f"{api}/metrics", timeout=120).text
+    except httpx.HTTPError:
+        return None
     s = re.search(r'cdss_analysis_batch_size_sum\{analysis="lumbar_lateral"\} ([0-9.e+]+)', text)
     n = re.search(r'cdss_analysis_batch_size_count\{analysis="lumbar_lateral"\} ([0-9.e+]+)', text)
     return round(float(s.group(1)) / float(n.group(1)), 1) if s and n and float(n.group(1)) else None

@@ -301,11 +301,13 @@ class JobSettings(_Section):
         "of the same acquisition, which is analysed and referenced instead (see docs/operations.md).",
     )
     batch_size: int = Field(
-        8,
-        ge=1,
+        0,
+        ge=0,
         description="Jobs a worker claims at once and analyses together: one batched model call per "
         "analysis (lumbar, cervical), then each job's own encode/store/commit transaction; 1 = one job "
-        "at a time. Under a backlog batches fill by themselves; a lone image is not delayed.",
+        "at a time; 0 = auto: 8 when the models run on a GPU, 1 on the CPU (where batching the shipped "
+        "models measured no faster, docs/operations.md). Under a backlog batches fill by themselves; "
+        "a lone image is not delayed.",
     )
     batch_wait_s: float = Field(
         0.0,

@@ -239,3 +239,18 @@ def test_real_model_batch_matches_one_by_one_and_a_corrupt_image_fails_alone(tmp
     finally:
         node.receiver.stop()
         node.db.dispose()
+
+
+def test_auto_batch_size_is_one_image_at_a_time_on_the_cpu(tmp_path: Path) -> None:
+    dest = Destination(name="pacs", ae_title="PACS", host="127.0.0.1", port=free_port())
+    node = _make_node(tmp_path, [dest], batch_size=0)
+    try:
+        node.settings.models.device = "cpu"
+        runner = JobRunner(node.db, node.settings.jobs, make_processor(node.ctx))
+        assert runner.batch_size == 1
+        runner.close()
+        node.settings.jobs.batch_size = 4  # an explicit size is used as given
+        assert JobRunner(node.db, node.settings.jobs, make_processor(node.ctx)).batch_size == 4
+    finally:
+        node.receiver.stop()
+        node.db.dispose()

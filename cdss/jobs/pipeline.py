@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -172,8 +173,19 @@ class PipelineProcessor:
     (:func:`process_jobs`), which the runner uses when ``jobs.batch_size`` > 1.
     """
 
+    #: ``jobs.batch_size = 0`` (auto) on a GPU; the CPU analyses one image at a time.
+    GPU_BATCH_SIZE = 8
+
     def __init__(self, ctx: PipelineContext) -> None:
         self.ctx = ctx
+
+    @property
+    def auto_batch_size(self) -> int:
+        """8 when the models run on CUDA (``models.device`` auto with a GPU, or cuda[:N]), else 1."""
+        device = str(self.ctx.settings.models.device).strip().lower()
+        if device == "cpu":
+            return 1
+        return self.GPU_BATCH_SIZE if torch.cuda.is_available() else 1
 
     def __call__(self, job: ClaimedJob) -> None:
         process_job(job, self.ctx)
@@ -476,6 +488,7 @@ def _analyse_all(pending: list[_Pending], ctx: PipelineContext) -> dict[int, _An
         groups.setdefault(item.analysis, []).append(item)
     batch = getattr(ctx.registry, "analyse_batch", None)
     for analysis, items in groups.items():
+        BATCH_SIZE.labels(analysis=analysis.value).observe(len(items))
         if len(items) == 1 or not callable(batch):
             for item in items:
                 out[item.job.id] = _analyse_one(item, ctx)
@@ -500,7 +513,6 @@ def _analyse_all(pending: list[_Pending], ctx: PipelineContext) -> dict[int, _An
         share = (time.monotonic() - started) / len(items)
         for item, result in zip(items, results, strict=True):
             out[item.job.id] = (result, share)
-        BATCH_SIZE.labels(analysis=analysis.value).observe(len(items))
     return out
 
 

@@ -160,10 +160,17 @@ class JobRunner:
 
     @property
     def batch_size(self) -> int:
-        """Jobs run together: ``jobs.batch_size`` when the processor can batch, else 1."""
-        if isinstance(self.processor, BatchJobProcessor):
-            return max(1, int(getattr(self.settings, "batch_size", 1)))
-        return 1
+        """Jobs run together: ``jobs.batch_size`` when the processor can batch, else 1.
+
+        ``jobs.batch_size = 0`` (auto) asks the processor (``auto_batch_size``: 8 on a GPU, 1 on
+        the CPU).
+        """
+        if not isinstance(self.processor, BatchJobProcessor):
+            return 1
+        configured = int(getattr(self.settings, "batch_size", 1))
+        if configured > 0:
+            return configured
+        return max(1, int(getattr(self.processor, "auto_batch_size", 1)))
 
     def run_next(self) -> RunOutcome | None:
         """Claim the oldest due job and run it; ``None`` when nothing is due."""
