@@ -104,6 +104,33 @@ def test_patient_orientation_decides_anterior_side() -> None:
     ds.PatientOrientation = ""
     assert anterior_from_patient_orientation(ds) is None
     assert anterior_from_patient_orientation(Dataset()) is None
+    # a film turned by a quarter: the head is along the rows, the front along the columns
+    ds.PatientOrientation = ["H", "A"]
+    assert anterior_from_patient_orientation(ds).side == "down"
+    ds.PatientOrientation = ["F", "P"]
+    assert anterior_from_patient_orientation(ds).side == "up"
+
+
+@pytest.mark.parametrize("facing", ["left", "right"])
+@pytest.mark.parametrize("turn", [1, 3])
+def test_a_quarter_turned_film_measures_like_the_upright_one(facing: str, turn: int) -> None:
+    """Slips do not depend on how the film lies: the same spine turned by 90 or 270 degrees."""
+    bodies = _spine(facing, slips={"L4-L5": 18.0, "L5-S1": 30.0, "L2-L3": -7.0})
+    centre = np.array([600.0, 800.0])
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])  # 90 degrees clockwise on screen (rows down)
+    mat = np.linalg.matrix_power(rot, turn)
+    turned = {v: (c - centre) @ mat.T + centre for v, c in bodies.items()}
+    front = np.array([1.0 if facing == "right" else -1.0, 0.0]) @ mat.T
+    est = AnteriorEstimate("right", "test", vector=(float(front[0]), float(front[1])))
+    segs = segments_from_outlines(_found(turned), (1600, 1600), LumbarView.LATERAL, est)
+    levels = {lv.name: lv for lv in measure_levels(segs, LumbarView.LATERAL, 5.0)}
+    for name, lv in levels.items():
+        upper, lower = (Vertebra(x) for x in name.split("-"))
+        assert lv.slip_percent == pytest.approx(slip(bodies[upper], bodies[lower])[0], abs=0.5), name
+    # and the anatomical cue finds the front of the turned spine by itself
+    cents = [turned[v].mean(axis=0) for v in list(Vertebra)[:5]]
+    lordosis = anterior_from_lordosis(cents, [200.0] * 5)
+    assert lordosis is not None and float(lordosis.direction @ front) > 0.9
 
 
 def _spine(

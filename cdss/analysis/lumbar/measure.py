@@ -50,11 +50,17 @@ def fill_outline(outline: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask.astype(bool)
 
 
+def _unit(vec: np.ndarray) -> np.ndarray:
+    n = float(np.hypot(*vec))
+    return vec / n if n > 1e-9 else np.array([0.0, -1.0])
+
+
 def cranial_directions(centroids: dict[Vertebra, np.ndarray]) -> dict[Vertebra, np.ndarray]:
     """Per vertebra, a unit vector towards the head, from the neighbours' centroids.
 
-    Uses the centroid of the next vertebra up and/or down (class order L1 … S1); a vertebra
-    alone gets the image "up" direction ``(0, -1)``.
+    Uses the centroid of the next vertebra up and/or down (class order L1 … S1); S1 points
+    between L5 and L4 (a far-slipped L5 lies in front of it); a vertebra alone gets the image
+    "up" direction ``(0, -1)``.
     """
     order = [v for v in Vertebra if v in centroids]
     result: dict[Vertebra, np.ndarray] = {}
@@ -62,7 +68,12 @@ def cranial_directions(centroids: dict[Vertebra, np.ndarray]) -> dict[Vertebra, 
         above = centroids[order[i - 1]] if i > 0 else None
         below = centroids[order[i + 1]] if i + 1 < len(order) else None
         if v is Vertebra.S1 and above is not None:
-            vec = above - centroids[v]  # the sacrum faces L5: its superior endplate is the side towards L5
+            # The sacrum faces L5: its superior endplate is the side towards L5. With a high-grade
+            # slip L5 lies *in front of* S1, so the direction to L4 is averaged in: it keeps the
+            # superior side superior (not the anterior wall) without losing a steep sacral slope.
+            vec = _unit(above - centroids[v])
+            if i >= 2:
+                vec = vec + _unit(centroids[order[i - 2]] - centroids[v])
         elif above is not None and below is not None:
             vec = above - below
         elif above is not None:
@@ -99,7 +110,7 @@ def segments_from_outlines(
     if view is LumbarView.AP or anterior is None:
         front = anterior_unit("left", global_up)  # AP: superior-left, superior-right, ...
     else:
-        front = anterior_unit(anterior.side, global_up)
+        front = anterior_unit(anterior, global_up)
     segments: list[VertebraSegment] = []
     for f in sorted(found, key=lambda x: x.label.class_id):
         try:

@@ -3,8 +3,11 @@
 Order of evidence (the first that decides wins; the result says which one was used):
 
 1. **PatientOrientation (0020,0020)**: its first value is the patient direction of the image
-   row (increasing column). ``A`` there means the patient faces the image right, ``P`` the image
-   left. Empty or AP-type values (``L``/``R`` only) do not decide.
+   row (increasing column), its second that of the column (increasing row). ``A`` in the row
+   direction means the patient faces the image right, ``P`` the image left; on a film turned
+   by a quarter (the spine lies across the image) ``A`` / ``P`` is in the column direction and
+   the patient faces the image bottom / top. Empty or AP-type values (``L``/``R`` only) do not
+   decide.
 2. **Lordosis**: the lumbar spine is lordotic, i.e. convex anteriorly. The centroids of L2…L4
    lie anterior to the chord from the L1 centroid to the L5 centroid (the apex is normally at
    L3/L4). The mean signed offset of the intermediate centroids from that chord gives the
@@ -15,6 +18,12 @@ Order of evidence (the first that decides wins; the result says which one was us
 
 A flat (hypolordotic) spine on a file without PatientOrientation therefore falls back to the
 posterior-element cue; the analysis writes the cue used into the result's notes.
+
+The estimate is a direction in the image (``side``: ``left``, ``right``, ``up`` or ``down``, the
+image direction the patient faces; the anatomical cues also keep their exact unit ``vector``).
+The corners are then labelled with the perpendicular to each vertebra's cranial axis that points
+that way (:func:`anterior_unit`), so a spine lying across a quarter-turned film is labelled as
+well as an upright one.
 """
 
 from __future__ import annotations
@@ -26,24 +35,60 @@ from pydicom.dataset import Dataset
 
 __all__ = [
     "LORDOSIS_MIN_FRACTION",
+    "SIDE_VECTORS",
     "AnteriorEstimate",
     "anterior_from_lordosis",
     "anterior_from_patient_orientation",
     "anterior_from_posterior_elements",
     "anterior_unit",
+    "side_of",
 ]
 
 #: Minimum mean lordotic offset (fraction of the median body width) for the lordosis cue to decide.
 LORDOSIS_MIN_FRACTION = 0.08
 
 
+#: Image direction (column, row) of each ``side`` name.
+SIDE_VECTORS: dict[str, tuple[float, float]] = {
+    "left": (-1.0, 0.0),
+    "right": (1.0, 0.0),
+    "up": (0.0, -1.0),
+    "down": (0.0, 1.0),
+}
+
+
+def side_of(vector: np.ndarray) -> str:
+    """The ``side`` name (:data:`SIDE_VECTORS`) closest to an image direction (column, row)."""
+    v = np.asarray(vector, dtype=float)
+    return max(SIDE_VECTORS, key=lambda k: float(np.dot(SIDE_VECTORS[k], v)))
+
+
 @dataclass(frozen=True)
 class AnteriorEstimate:
-    """``side`` is ``"left"`` or ``"right"`` (image columns); ``method`` names the evidence used."""
+    """Where the patient faces on the image.
+
+    Attributes
+    ----------
+    side
+        ``"left"``, ``"right"``, ``"up"`` or ``"down"``: the image direction the patient faces.
+    method
+        The evidence used (``PatientOrientation``, ``lordosis``, ``posterior elements``, ``default``).
+    detail
+        What the evidence said.
+    vector
+        The exact anterior direction (column, row) when the evidence gives one; ``None``: the
+        direction of ``side``.
+    """
 
     side: str
     method: str
     detail: str = ""
+    vector: tuple[float, float] | None = None
+
+    @property
+    def direction(self) -> np.ndarray:
+        """Unit anterior direction in the image, (column, row)."""
+        return np.asarray(self.vector if self.vector is not None else SIDE_VECTORS[self.side], dtype=float)
 
 
 def anterior_from_patient_orientation(ds: Dataset) -> AnteriorEstimate | None:
@@ -56,22 +101,30 @@ def anterior_from_patient_orientation(ds: Dataset) -> AnteriorEstimate | None:
         return None
     row_dir = str(values[0]).strip().upper()
     has_a, has_p = "A" in row_dir, "P" in row_dir
-    if has_a == has_p:
-        return None
-    side = "right" if has_a else "left"
-    return AnteriorEstimate(side, "PatientOrientation", f"row direction {row_dir!r}")
+    if has_a != has_p:
+        side = "right" if has_a else "left"
+        return AnteriorEstimate(side, "PatientOrientation", f"row direction {row_dir!r}")
+    col_dir = str(values[1]).strip().upper() if len(values) > 1 else ""
+    has_a, has_p = "A" in col_dir, "P" in col_dir
+    if has_a != has_p and not any(c in row_dir for c in "AP"):
+        side = "down" if has_a else "up"
+        return AnteriorEstimate(side, "PatientOrientation", f"column direction {col_dir!r} (film turned)")
+    return None
 
 
 def _axis_normal(first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Unit caudal axis of the chord ``first → last`` and one unit normal to it (fixed handedness)."""
     chord = last - first
     length = float(np.hypot(*chord))
     if length < 1e-6:
         return None
     down = chord / length
-    normal = np.array([-down[1], down[0]])
-    if normal[0] < 0:  # make the normal point to the image right
-        normal = -normal
-    return down, normal
+    return down, np.array([-down[1], down[0]])
+
+
+def _estimate(normal: np.ndarray, sign: float, method: str, detail: str) -> AnteriorEstimate:
+    vec = normal * (1.0 if sign > 0 else -1.0)
+    return AnteriorEstimate(side_of(vec), method, detail, (float(vec[0]), float(vec[1])))
 
 
 def anterior_from_lordosis(centroids: list[np.ndarray], widths: list[float]) -> AnteriorEstimate | None:
@@ -96,8 +149,7 @@ def anterior_from_lordosis(centroids: list[np.ndarray], widths: list[float]) -> 
     scale = float(np.median(widths)) if widths else 1.0
     if abs(mean) < LORDOSIS_MIN_FRACTION * scale:
         return None
-    side = "right" if mean > 0 else "left"
-    return AnteriorEstimate(side, "lordosis", f"mean centroid offset {mean / scale:+.2f} body widths")
+    return _estimate(normal, mean, "lordosis", f"mean centroid offset {abs(mean) / scale:.2f} body widths")
 
 
 def anterior_from_posterior_elements(
@@ -133,21 +185,26 @@ def anterior_from_posterior_elements(
                         samples.append(float(image[row, col]))
             means.append(float(np.mean(samples)) if samples else float("nan"))
         if not np.isnan(means).any():
-            diffs.append(means[0] - means[1])  # right minus left
+            diffs.append(means[0] - means[1])  # along the normal minus against it
     if not diffs:
         return None
     diff = float(np.median(diffs))
     if diff == 0:
         return None
-    side = "left" if diff > 0 else "right"  # brighter side is posterior
-    return AnteriorEstimate(side, "posterior elements", f"right-minus-left grey difference {diff:+.3f}")
+    # the brighter side is posterior
+    return _estimate(
+        normal, -diff, "posterior elements", f"posterior-minus-anterior grey difference {abs(diff):.3f}"
+    )
 
 
-def anterior_unit(side: str, cranial: np.ndarray) -> np.ndarray:
-    """Unit vector perpendicular to ``cranial`` pointing to the image ``side`` ("left"/"right")."""
+def anterior_unit(anterior: AnteriorEstimate | str, cranial: np.ndarray) -> np.ndarray:
+    """Unit vector perpendicular to ``cranial`` pointing where ``anterior`` says (an estimate or a side name)."""
+    towards = (
+        anterior.direction if isinstance(anterior, AnteriorEstimate) else np.asarray(SIDE_VECTORS[anterior])
+    )
     up = np.asarray(cranial, dtype=float)
     up = up / (np.hypot(*up) + 1e-12)
     normal = np.array([-up[1], up[0]])
-    if (normal[0] > 0) != (side == "right"):
+    if float(normal @ towards) < 0:
         normal = -normal
     return normal
