@@ -147,8 +147,8 @@ def train_lumbar_cmd(
 
 @evaluate_app.command("lumbar")
 def evaluate_lumbar_cmd(
-    data: Path = typer.Option(
-        ..., "--data", help="Held-out cdss synthetic lumbar images (DICOM + JSON), any depth."
+    data: list[Path] = typer.Option(
+        ..., "--data", help="Held-out cdss synthetic lumbar images (DICOM + JSON), any depth; repeatable."
     ),
     weights: Path | None = typer.Option(None, "--weights", help="Weights (.pt); default: the shipped model."),
     out: Path = typer.Option(Path("var/eval/lumbar"), "--out", help="Where metrics.json and plots go."),

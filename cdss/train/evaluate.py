@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,10 @@ def family_of(gt: dict[str, Any]) -> str:
     return SYNTHETIC_GENERATORS.get(str(gt.get("generator")), "?")
 
 
-def _collect(data: Path) -> list[tuple[Path, dict[str, Any]]]:
+def _collect(data: Path | Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    roots = [Path(data)] if isinstance(data, str | Path) else [Path(d) for d in data]
     items = []
-    for js in sorted(Path(data).rglob("*.json")):
+    for js in sorted(js for root in roots for js in root.rglob("*.json")):
         try:
             gt = json.loads(js.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -291,7 +292,7 @@ def _check(value: Any, target: float, op: str) -> dict[str, Any]:
 
 
 def evaluate_lumbar(
-    data: Path,
+    data: Path | Sequence[Path],
     *,
     weights: Path | None = None,
     out: Path = Path("var/eval/lumbar"),
@@ -309,8 +310,8 @@ def evaluate_lumbar(
     Parameters
     ----------
     data
-        Directory holding held-out ``<name>.dcm`` + ``<name>.json`` (searched recursively; both
-        families may be mixed).
+        Directory (or directories) holding held-out ``<name>.dcm`` + ``<name>.json`` (searched
+        recursively; both families may be mixed).
     weights
         Weights to evaluate; ``None`` = the shipped model.
     out
@@ -409,7 +410,7 @@ def evaluate_lumbar(
             "abstain": analyzer.abstain.__dict__,
         },
         "device": analyzer.device,
-        "data": str(data),
+        "data": [str(d) for d in ([data] if isinstance(data, str | Path) else data)],
         "images": len(items),
         "families": families_present,
         "trained_on": sorted(trained),
@@ -507,7 +508,7 @@ def _shipped_families() -> set[str]:
 
 
 def evaluate_logo(
-    data: Path,
+    data: Path | Sequence[Path],
     models: dict[str, Path],
     *,
     out: Path = Path("var/eval/lumbar-logo"),
@@ -580,7 +581,7 @@ def evaluate_logo(
                 }
             )
     report = {
-        "data": str(data),
+        "data": [str(d) for d in ([data] if isinstance(data, str | Path) else data)],
         "settings": merged,
         "models": {f: str(w) for f, w in models.items()},
         "rows": rows,
