@@ -234,3 +234,21 @@ def test_a_level_the_mirror_pass_did_not_confirm_is_not_measured() -> None:
         [_level()], {"L4-L5": LevelEvidence(0.9, None, 0.5, "", mirror_confirmed=False)}, AbstainRule()
     )
     assert fired == {"L4-L5": "mirror"} and levels[0].status is LevelStatus.NOT_MEASURED
+
+
+def test_an_image_whose_levels_mostly_fail_is_not_trusted_on_the_rest() -> None:
+    names = [
+        (Vertebra.L1, Vertebra.L2),
+        (Vertebra.L2, Vertebra.L3),
+        (Vertebra.L3, Vertebra.L4),
+        (Vertebra.L4, Vertebra.L5),
+    ]
+    levels = [LevelMeasurement(u, lo, LevelStatus.MEASURED, slip_percent=3.0) for u, lo in names]
+    bad, good = LevelEvidence(0.9, 12.0, None), LevelEvidence(0.95, 0.5, None)
+    evidence = {"L1-L2": bad, "L2-L3": bad, "L3-L4": bad, "L4-L5": good}
+    out, fired = apply_abstention(levels, evidence, AbstainRule())
+    assert fired == {"L1-L2": "mirror", "L2-L3": "mirror", "L3-L4": "mirror", "L4-L5": "image"}
+    assert all(lv.status is LevelStatus.NOT_MEASURED for lv in out)
+    assert "3 of 4 levels" in out[3].reason
+    kept, fired = apply_abstention(levels, {**evidence, "L3-L4": good}, AbstainRule())
+    assert [lv.status for lv in kept][2:] == [LevelStatus.MEASURED] * 2  # two failures: the rest stand

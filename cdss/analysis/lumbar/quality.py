@@ -18,6 +18,9 @@ mirror agreement            the level measured on the image and on its mirror im
 edge agreement              the corners fitted on the mask and those moved onto the image's
                             edges give slips more than ``max_refine_delta_pp`` apart
 confidence                  the combined confidence is below ``min_confidence``
+image                       at least ``max_failed_levels`` other levels of the same image failed
+                            a check: a segmentation that does not fit most of the spine is not
+                            trusted on its remaining levels either
 ==========================  ==================================================================
 
 The confidence is the detection confidence multiplied by ``1 / (1 + (Δ / scale)²)`` for each
@@ -70,6 +73,7 @@ class AbstainRule:
     max_flip_delta_pp: float = 6.0
     max_refine_delta_pp: float = 8.0
     min_confidence: float = 0.35
+    max_failed_levels: float = 3  # 0: off
     flip_scale_pp: float = 4.0
     refine_scale_pp: float = 6.0
 
@@ -151,15 +155,27 @@ def apply_abstention(
             continue
         check, reason = failed
         fired[lv.name] = check
-        out.append(
-            LevelMeasurement(
-                upper=lv.upper,
-                lower=lv.lower,
-                status=LevelStatus.NOT_MEASURED,
-                direction=SlipDirection.NONE,
-                grade=MeyerdingGrade.NONE,
-                reason=reason,
-                confidence=round(conf, 4),
-            )
+        out.append(_not_measured(lv, reason, conf))
+    failed_checks = sum(1 for lv in out if lv.status is LevelStatus.NOT_MEASURED and lv.name in fired)
+    if rule.max_failed_levels and failed_checks >= rule.max_failed_levels:
+        reason = (
+            f"{failed_checks} of {len(out)} levels of this image failed the checks: the segmentation "
+            "is not trusted on its other levels either"
         )
+        for i, lv in enumerate(out):
+            if lv.status is LevelStatus.MEASURED:
+                fired[lv.name] = "image"
+                out[i] = _not_measured(lv, reason, lv.confidence or 0.0)
     return out, fired
+
+
+def _not_measured(lv: LevelMeasurement, reason: str, confidence: float) -> LevelMeasurement:
+    return LevelMeasurement(
+        upper=lv.upper,
+        lower=lv.lower,
+        status=LevelStatus.NOT_MEASURED,
+        direction=SlipDirection.NONE,
+        grade=MeyerdingGrade.NONE,
+        reason=reason,
+        confidence=round(confidence, 4),
+    )
