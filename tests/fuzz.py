@@ -46,6 +46,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, _config
+from pynetdicom.dsutils import split_dataset
 
 from cdss.receive.status import StoreStatus
 from tests.dicom_factory import make_image, write
@@ -369,13 +370,17 @@ def _store_worker(
                 if (pending.sop_class_uid, _ts(pending)) not in seed_contexts:
                     break  # needs another presentation context: new association
                 raw_file(path, pending.raw, pending.sop_class_uid, pending.sop_instance_uid, _ts(pending))
+                # What goes on the wire: pynetdicom's chunked sender counts leading group 0002
+                # elements (a mutation can make one) as file meta and does not send them.
+                _, offset = split_dataset(path)
+                sent = path.read_bytes()[offset:]
                 rsp = assoc.send_c_store(path)
                 status = int(rsp.Status) if rsp is not None and "Status" in rsp else None
                 with report.lock:
                     report.dataset_cases += 1
                     report.statuses["none" if status is None else f"0x{status:04X}"] += 1
                     if status == 0 and pending.sop_instance_uid not in report.acknowledged:
-                        report.acknowledged[pending.sop_instance_uid] = pending.raw
+                        report.acknowledged[pending.sop_instance_uid] = sent
                 if status is None or status not in DOCUMENTED:
                     why = "no response (aborted or timed out)" if status is None else f"status 0x{status:04X}"
                     report.finding(
