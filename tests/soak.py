@@ -48,6 +48,7 @@ class Sample:
     queued: int  # jobs queued or running
     succeeded: int
     undelivered: int
+    fds: dict[str, int] = field(default_factory=dict)  # open descriptors by kind (fd_kinds)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class SoakReport:
             "rss_mib": None if not (b and e) else [round(b.rss_mib, 1), round(e.rss_mib, 1)],
             "rss_growth_percent": None if not (b and e) else round(100 * (e.rss_mib / b.rss_mib - 1), 2),
             "open_files": None if not (b and e) else [b.open_files, e.open_files],
+            "open_files_by_kind": None if not (b and e) else [b.fds, e.fds],
             "threads": None if not (b and e) else [b.threads, e.threads],
             "missing_results": len(self.missing_results),
             "jobs_by_state": self.jobs_by_state,
@@ -97,6 +99,40 @@ def node_status(pid: int) -> tuple[float, int, int]:
             elif line.startswith("Threads:"):
                 threads = int(line.split()[1])
     return rss / 1024, len(os.listdir(f"/proc/{pid}/fd")), threads
+
+
+#: SQLite descriptors of one pooled connection: the database, its -wal and its -shm file.
+SQLITE_FDS_PER_CONNECTION = 3
+
+
+def fd_kinds(pid: int) -> dict[str, int]:
+    """Open descriptors of a process by kind: ``database`` (SQLite files and their -wal/-shm),
+    ``socket``, ``pipe``, ``anon`` (eventfd, epoll...), ``file`` (anything else: spool, logs, models).
+
+    The node keeps up to ``pool_size`` pooled database connections open once a burst has needed
+    them (SQLAlchemy's QueuePool), so ``database`` may rise to a bound after warm-up; every other
+    kind must come back to where it was when the node is idle again.
+    """
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed between listdir and readlink
+            continue
+        if target.startswith("socket:"):
+            kind = "socket"
+        elif target.startswith("pipe:"):
+            kind = "pipe"
+        elif target.startswith("anon_inode:"):
+            kind = "anon"
+        elif target.endswith(
+            (".db", ".db-wal", ".db-shm", ".db-journal", ".sqlite", ".sqlite-wal", ".sqlite-shm")
+        ):
+            kind = "database"
+        else:
+            kind = "file"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def _loadavg() -> list[float]:
@@ -194,7 +230,9 @@ def run_soak(
         def sample() -> Sample:
             rss, fds, threads = node_status(pid)
             queued, succeeded, undelivered = _counts(db)
-            s = Sample(time.monotonic() - started, rss, fds, threads, queued, succeeded, undelivered)
+            s = Sample(
+                time.monotonic() - started, rss, fds, threads, queued, succeeded, undelivered, fd_kinds(pid)
+            )
             report.samples.append(s)
             return s
 

@@ -49,9 +49,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pydicom
 
 from cdss.analysis.imaging import level_crop_box, resize_longest
 from cdss.analysis.lumbar.classes import LEVEL_CLASSES, ClassScheme
+from cdss.analysis.pixels import display_image, to_uint8
 from cdss.analysis.types import Vertebra
 
 __all__ = [
@@ -228,10 +230,6 @@ def iter_synthetic(
     root: Path, kinds: Iterable[str] = ("lumbar_lateral", "lumbar_ap")
 ) -> Iterator[LabelledImage]:
     """Every cdss synthetic image (``<name>.json`` + ``<name>.dcm``) of the given kinds under ``root``."""
-    import pydicom
-
-    from cdss.analysis.pixels import display_image, to_uint8
-
     wanted = set(kinds)
     found = False
     for js in sorted(Path(root).rglob("*.json")):
