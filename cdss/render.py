@@ -22,6 +22,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
+from cdss.analysis.imaging import resize_longest
 from cdss.analysis.types import CervicalResult, LumbarResult
 from cdss.config import ResultSettings
 from cdss.encode.api import overlay_for_context
@@ -154,12 +155,7 @@ def render_files(
 def write_png(rgb: np.ndarray, path: Path | str, *, max_size: int | None = None) -> Path:
     """Write an RGB image as PNG, downscaled (area interpolation) so its longer side is <= ``max_size``."""
     path = Path(path)
-    img = rgb
-    if max_size is not None and max(img.shape[:2]) > max_size:
-        f = max_size / max(img.shape[:2])
-        img = cv2.resize(
-            img, (round(img.shape[1] * f), round(img.shape[0] * f)), interpolation=cv2.INTER_AREA
-        )
+    img = rgb if max_size is None else resize_longest(rgb, max_size)
     if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
         raise RenderError(f"could not write PNG {path}")
     return path

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from cdss.synth.scene import Scene
@@ -401,8 +400,3 @@ def rounded_tooth(at: np.ndarray, k: float, rng: np.random.Generator) -> np.ndar
         [[-w / 2, -h * 0.5], [w / 2, -h * 0.5], [w / 2, 0.0], [w * 0.25, h * 0.5], [-w * 0.25, h * 0.5], [-w / 2, 0.0]]
     )  # fmt: skip
     return smooth_closed(rot(pts, rng.normal(0, 0.15)) + at, 3)
-
-
-def mask_area(poly_px: np.ndarray) -> float:
-    """Area (pixels) of a polygon (helper for tests and checks)."""
-    return float(cv2.contourArea(np.asarray(poly_px, np.float32)))

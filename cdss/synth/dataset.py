@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 from pydicom.dataset import Dataset
 
 from cdss.synth.acquisition import Variant
+from cdss.synth.family_b import prepare_for_transfer
 from cdss.synth.generator import Kind, generate, generate_pair
 from cdss.synth.transfer import TransferSyntax, apply_transfer_syntax
 
@@ -84,8 +86,6 @@ def write_one(
         return Written(dcm, js, time.perf_counter() - t0)
     ds, truth = generate(kind, seed=seed, index=index, variant=variant, **options)
     if family == "b":
-        from cdss.synth.family_b import prepare_for_transfer
-
         prepare_for_transfer(ds, truth, transfer_syntax)
     apply_transfer_syntax(ds, transfer_syntax)
     dcm, js = save(ds, truth, Path(out_dir), stem)
@@ -94,8 +94,6 @@ def write_one(
 
 def _init_worker() -> None:
     # one thread per process: OpenCV/NumPy must not oversubscribe the shared cores
-    import cv2
-
     cv2.setNumThreads(1)
 
 

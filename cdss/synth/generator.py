@@ -25,6 +25,7 @@ from cdss.synth.acquisition import (
     sample_acquisition,
 )
 from cdss.synth.cervical import NARROWING_THRESHOLD, build_oblique
+from cdss.synth.family_b import generate_b
 from cdss.synth.headers import HeaderSpec, build_dataset, sample_patient
 from cdss.synth.lumbar import build_ap, build_lateral, sample_slips
 from cdss.synth.other import BodyPart, build_other
@@ -594,8 +595,6 @@ def generate(
     k = Kind(kind)
     v = Variant(variant)
     if family == "b":
-        from cdss.synth.family_b import generate_b
-
         return generate_b(k.value, seed=seed, index=index, variant=v.value, **options)
     if family != "a":
         raise ValueError(f"family must be 'a' or 'b', got {family!r}")

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pydicom
 
+from cdss.analysis.imaging import resize_longest
 from cdss.analysis.pixels import display_image, to_uint8
 
 __all__ = ["draw_truth", "render_png"]
@@ -91,10 +92,7 @@ def render_png(dicom_path: Path, out_png: Path, *, overlay: bool, max_size: int 
     ds = pydicom.dcmread(dicom_path)
     img = to_uint8(display_image(ds))
     k = min(1.0, max_size / max(img.shape))
-    if k < 1.0:
-        img = cv2.resize(
-            img, (round(img.shape[1] * k), round(img.shape[0] * k)), interpolation=cv2.INTER_AREA
-        )
+    img = resize_longest(img, max_size)
     bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if overlay:
         js = dicom_path.with_suffix(".json")

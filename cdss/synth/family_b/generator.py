@@ -10,6 +10,7 @@ import zlib
 from dataclasses import dataclass, fields
 from typing import Any
 
+import cv2
 import numpy as np
 from pydicom.dataset import Dataset
 
@@ -103,8 +104,6 @@ def visible_fraction(outline_px: np.ndarray, clip: np.ndarray) -> float:
 
 def spine_roi(outlines_px: list[np.ndarray], grow: float = 1.15) -> np.ndarray:
     """Convex hull of the annotated bodies, enlarged about its centre (exposure recognition ROI)."""
-    import cv2
-
     hull = cv2.convexHull(np.vstack(outlines_px).astype(np.float32)).reshape(-1, 2).astype(float)
     c = hull.mean(axis=0)
     return c + (hull - c) * grow

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cdss.synth.family_b.geometry import spline, unit
-from cdss.synth.family_b.render import Capsule, Film
+from cdss.synth.family_b.render import Capsule, Film, fractal_noise
 from cdss.synth.family_b.spine import COLUMN, SACRAL, Spine, Vert
 
 __all__ = ["Implants", "LateralGeometry", "render_lateral", "sample_implants"]
@@ -708,6 +708,4 @@ def _sig(x: np.ndarray) -> np.ndarray:
 
 
 def fractal_field(rng: np.random.Generator, film: Film) -> np.ndarray:
-    from cdss.synth.family_b.render import fractal_noise
-
     return fractal_noise(rng, film.lr_shape, beta=2.4)
