@@ -363,7 +363,7 @@ class RouteSettings(_Section):
         None, description="View classifier weights (.pt); empty = the shipped synthetic-data model."
     )
     classifier_min_probability: float = Field(
-        0.7,
+        0.65,
         ge=0,
         le=1,
         description="The classifier decides an image whose tags do not only when its top class has at "

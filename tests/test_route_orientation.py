@@ -141,6 +141,10 @@ AP_SURE = {"lumbar_ap": 0.95, "lumbar_lateral": 0.03, "other": 0.02}
 OTHER_SURE = {"other": 0.96, "lumbar_lateral": 0.03, "lumbar_ap": 0.01}
 CERV_LEFT = {"cervical_oblique_left": 0.9, "cervical_oblique_right": 0.08, "other": 0.02}
 UNSURE = {"lumbar_lateral": 0.5, "lumbar_ap": 0.4, "other": 0.1}
+#: top probability below the threshold, but clearly lateral once the header has said "lumbar spine"
+LAT_GIVEN_LUMBAR = {"lumbar_lateral": 0.6, "lumbar_ap": 0.05, "other": 0.3, "cervical_oblique_left": 0.05}
+#: lateral ahead, but the classifier doubts the region itself (lumbar views < half its probability)
+REGION_DOUBTED = {"lumbar_lateral": 0.45, "lumbar_ap": 0.0, "other": 0.4, "cervical_oblique_left": 0.15}
 
 # (id, tags, classifier answer, expected analysis, expected rule)
 TABLE: list[tuple[str, dict[str, Any], dict[str, float], Analysis, DecisionRule]] = [
@@ -153,6 +157,10 @@ TABLE: list[tuple[str, dict[str, Any], dict[str, float], Analysis, DecisionRule]
     ("nothing-at-all", {}, AP_SURE, LAP, DecisionRule.CLASSIFIER),
     ("contradiction-resolved", {"BodyPartExamined": "LSPINE", "ViewPosition": "AP", "PatientOrientation": ["P", "F"]}, LAT_SURE, LL, DecisionRule.CLASSIFIER),
     ("unsure-keeps-tag-reading", {"BodyPartExamined": "LSPINE"}, UNSURE, NA, DecisionRule.TAGS_FALLBACK),
+    ("view-given-the-header-region", {"BodyPartExamined": "LSPINE"}, LAT_GIVEN_LUMBAR, LL, DecisionRule.CLASSIFIER),
+    ("view-given-region-needs-the-region", {}, LAT_GIVEN_LUMBAR, NA, DecisionRule.TAGS_FALLBACK),
+    ("view-given-region-doubted", {"BodyPartExamined": "LSPINE"}, REGION_DOUBTED, NA, DecisionRule.TAGS_FALLBACK),
+    ("view-given-region-not-on-contradiction", {"BodyPartExamined": "LSPINE", "ViewPosition": "AP", "PatientOrientation": ["P", "F"]}, LAT_GIVEN_LUMBAR, LAP, DecisionRule.TAGS_FALLBACK),
     ("unsure-contradiction", {"BodyPartExamined": "LSPINE", "ViewPosition": "AP", "PatientOrientation": ["P", "F"]}, UNSURE, LAP, DecisionRule.TAGS_FALLBACK),
     ("classifier-says-other", {"BodyPartExamined": "LSPINE"}, OTHER_SURE, NA, DecisionRule.CLASSIFIER),
     ("other-spine-region", {"BodyPartExamined": "LSPINE"}, CERV_LEFT, NA, DecisionRule.CLASSIFIER_REGION_CONFLICT),
@@ -238,6 +246,6 @@ def test_evidence_round_trips_through_json() -> None:
     assert {"tag": "ViewPosition", "source": "ViewPosition='AP'", "says": "AP"} in data["tags"]
     assert {"tag": "PatientOrientation", "source": "PatientOrientation='P\\F'", "says": "LAT"} in data["tags"]
     assert data["classifier"]["label"] == "lumbar_lateral" and data["classifier"]["probability"] == 0.97
-    assert data["thresholds"] == {"decide": 0.7, "veto": 0.8}
+    assert data["thresholds"] == {"decide": RouteSettings().classifier_min_probability, "veto": 0.8}
     assert RouteEvidence.from_dict(data).to_dict() == data
     assert RouteEvidence.from_dict({"rule": "nonsense", "tags": "x"}).rule is DecisionRule.TAGS

@@ -152,7 +152,7 @@ def evaluate_view_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu (the node's usual case), auto, cuda or cuda:N."),
     threads: int = typer.Option(1, "--threads", min=0, help="Torch CPU threads (0 = torch's default)."),
     decide_threshold: float = typer.Option(
-        0.7, "--decide-threshold", help="Routing rates at this threshold."
+        0.65, "--decide-threshold", help="Routing rates at this threshold."
     ),
     veto_threshold: float = typer.Option(0.8, "--veto-threshold", help="Routing rates at this p(other)."),
     out: Path | None = typer.Option(None, "--out", help="Write the full JSON report here."),
@@ -239,7 +239,7 @@ def ship_view_cmd(
     for path in report:
         rep = json.loads(path.read_text(encoding="utf-8"))
         for name, s in rep["sets"].items():
-            metrics[Path(name).name] = {
+            metrics[str(name)] = {  # the set as given (two families may both be called "a")
                 k: s[k]
                 for k in (
                     "images",

@@ -12,8 +12,10 @@ The decision (docs/operations.md, "Which images are analysed"):
 4. When the tags are absent, incomplete or contradictory, the **view classifier** decides
    (:class:`cdss.analysis.view.classifier.ViewClassifier`), if its top probability reaches
    ``route.classifier_min_probability``; it may not move an image to a spine region other than
-   the one the header names. Below that probability the header's own reading (the most
-   specific source wins, as before the classifier) stands.
+   the one the header names. When the header names the region and only the view is missing,
+   the probability that counts is that of the view *given* the region (``p(view) / p(region)``,
+   the region holding at least half of the classifier's probability). Below that probability
+   the header's own reading (the most specific source wins, as before the classifier) stands.
 5. **Veto**: whatever decided an analysis (tags or a site rule), the classifier stops it when it
    is confident that the image is not of that region — probability of "other" plus that of the
    other spine region ≥ ``route.classifier_veto_probability`` (e.g. a chest labelled LSPINE).
@@ -611,7 +613,9 @@ def _by_picture(
         return RouteEvidence(rule, status, statements, by_tags.analysis, cev, pixels.decide, pixels.veto)
 
     tags_word = f"tags {status.value}"
-    if pred is None or pred.probability < pixels.decide:
+    stated = {e.value for e in facts.regions} - {BodyRegion.SPINE}
+    given = None if pred is None else _view_given_region(pred, stated, status)
+    if pred is None or (pred.probability < pixels.decide and (given is None or given < pixels.decide)):
         rule = DecisionRule.TAGS_FALLBACK
         why = (
             f"view classifier {cev.status}"
@@ -628,7 +632,6 @@ def _by_picture(
         return _with_veto(fallback, pixels, statements, status, by_tags.analysis)
     analysis = _LABEL_ANALYSIS[pred.label]
     described = _describe(facts)
-    stated = {e.value for e in facts.regions} - {BodyRegion.SPINE}
     if analysis is not Analysis.NOT_APPLICABLE and stated and _label_region(pred.label) not in stated:
         rule = DecisionRule.CLASSIFIER_REGION_CONFLICT
         return RouteDecision(
@@ -653,13 +656,39 @@ def _by_picture(
         side_text += (
             f"; the classifier's side: {pred.label.laterality.value if pred.label.laterality else '?'}"
         )
+    within = (
+        ""
+        if pred.probability >= pixels.decide or given is None
+        else f" ({given:.2f} of the {_label_region(pred.label).value} views the header's region allows)"
+    )
     return RouteDecision(
         analysis,
         laterality,
-        f"{described} ({tags_word}); view classifier decided: {_pred_text(pred)}{side_text}",
+        f"{described} ({tags_word}); view classifier decided: {_pred_text(pred)}{within}{side_text}",
         rule,
         evidence(rule),
     )
+
+
+def _view_given_region(pred: ViewPrediction, stated: set[BodyRegion], status: TagStatus) -> float | None:
+    """Probability of the classifier's view *given* the spine region the header names.
+
+    Only when the header names exactly one spine region and nothing contradicts it (tags
+    incomplete: the view is missing), the classifier's top label is a view of that region and the
+    classifier itself gives that region at least half of its probability. Then the question left
+    is only *which view* of the region, answered by ``p(label) / p(region)``: a lumbar film whose
+    header says LSPINE but not lateral is routed by the lateral-vs-AP split, not by the
+    classifier's doubt about the region that the header already settles. ``None`` otherwise.
+    """
+    if status is not TagStatus.INCOMPLETE or len(stated) != 1:
+        return None
+    (region,) = stated
+    if region not in (BodyRegion.LSPINE, BodyRegion.CSPINE) or _label_region(pred.label) is not region:
+        return None
+    mass = sum(pred.p(label) for label in ViewLabel if _label_region(label) is region)
+    if mass < 0.5:
+        return None
+    return pred.probability / mass
 
 
 def _builtin(ds: Dataset, facts: _Facts) -> RouteDecision:

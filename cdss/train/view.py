@@ -771,7 +771,7 @@ def evaluate_view(
     dirs: Sequence[Path],
     *,
     device: str = "cpu",
-    decide_threshold: float = 0.7,
+    decide_threshold: float = 0.65,
     veto_threshold: float = 0.8,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
