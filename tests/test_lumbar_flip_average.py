@@ -65,7 +65,11 @@ def test_flip_averaged_slips_are_mirror_invariant_and_close_to_the_truth() -> No
     mirrored, notes_m = slips(display[:, ::-1])
     assert any(n.startswith("flip averaging: 6 vertebra(e)") for n in notes), notes
     assert any(n.startswith("flip averaging: 6 vertebra(e)") for n in notes_m), notes_m
-    assert straight.keys() == mirrored.keys() == truth.keys()
-    for level, value in straight.items():
+    # a level may be abstained on (3.0.0: L5-S1 of this image, confidence 0.34): compare the
+    # levels both passes measured, which must be most of them
+    common = straight.keys() & mirrored.keys()
+    assert len(common) >= 4 and common <= truth.keys(), (straight, mirrored)
+    for level in common:
+        value = straight[level]
         assert value == pytest.approx(mirrored[level], abs=3.0), (level, value, mirrored[level])
         assert value == pytest.approx(truth[level], abs=8.0), (level, value, truth[level])

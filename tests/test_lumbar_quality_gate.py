@@ -1,17 +1,21 @@
-"""Quality gate: the SHIPPED lumbar weights on the committed held-out set.
+"""Quality gate: the SHIPPED lumbar weights, and the leave-one-family-out weights, on committed held-out sets.
 
-``fixtures/heldout/lumbar/`` holds 20 synthetic lateral lumbar radiographs (5 per variant:
-standard, MONOCHROME1, rotated ±8…15°, doubled noise) generated with seed 9000, which the
-training data never used (see its README).
+Two committed sets of synthetic lateral lumbar radiographs that no training set used:
+``fixtures/heldout/lumbar/`` (family A, ``cdss.synth``, seed 9000: 5 each of standard,
+MONOCHROME1, rotated, doubled noise) and ``fixtures/heldout/lumbar-b/`` (family B, the
+independently designed ``cdss.synth.family_b``, seed 9100: 10 standard, 10 hard).
 
-Two kinds of assertions:
+* **shipped model** (trained on both families): on each family, the figures measured for the
+  shipped version (docs/models/lumbar.md) are no-regression floors with a margin, and no level
+  is ever reported with an error above 15 pp (the abstention rule must catch it);
+* **cross-family** (the real question: does it hold on images from a generator it never saw?):
+  the model trained on family A only (``fixtures/models/lumbar-logo/trained_A.pt``) is measured
+  on family B with the shipped inference settings; its measured figures are floors too, and it
+  may not report a level off by more than 15 pp. (No family-B-only model exists yet: B → A is
+  not measured, see ``fixtures/models/lumbar-logo/README.md``.)
 
-* **no regression** — the figures measured for the shipped model v2.0.0 on this set (see
-  docs/models/lumbar.md: slip MAE 1.37 / 1.29 / 1.17 / 0.94 pp, grade accuracy 96 / 100 / 100 /
-  100 %, nothing missing) with a margin; a worse model or a broken pipeline fails here;
-* **project targets** — standard images: slip MAE ≤ 2.0 pp, grade accuracy ≥ 95 %; hard
-  variants within a factor of two (≤ 4.0 pp, ≥ 90 %). v2.0.0 meets them (v1.0.0 did not: 2.31 pp /
-  88 % on the standard images here).
+Floors include a minimum share of levels *measured*: a model that abstains on everything must
+not pass.
 """
 
 from __future__ import annotations
@@ -25,14 +29,22 @@ import pytest
 from cdss.analysis.lumbar.analyzer import MANIFEST, SHIPPED_WEIGHTS
 from cdss.train.evaluate import evaluate_lumbar
 
-HELDOUT = Path(__file__).resolve().parent.parent / "fixtures" / "heldout" / "lumbar"
-HARD = ["monochrome1", "rotated", "noisy"]
-#: Measured for v2.0.0 on this set (slip MAE pp, grade accuracy, missing rate) + margins.
-FLOORS = {
-    "standard": {"slip_mae": 1.9, "grade_accuracy": 0.92, "missing_rate": 0.05},
-    "monochrome1": {"slip_mae": 1.8, "grade_accuracy": 0.92, "missing_rate": 0.05},
-    "rotated": {"slip_mae": 1.7, "grade_accuracy": 0.92, "missing_rate": 0.05},
-    "noisy": {"slip_mae": 1.5, "grade_accuracy": 0.92, "missing_rate": 0.05},
+ROOT = Path(__file__).resolve().parent.parent
+HELDOUT = {"A": ROOT / "fixtures" / "heldout" / "lumbar", "B": ROOT / "fixtures" / "heldout" / "lumbar-b"}
+LOGO = ROOT / "fixtures" / "models" / "lumbar-logo"
+
+#: Measured on these sets with the shipped 3.0.0 (docs/models/lumbar.md, "Committed quality-gate
+#: sets") + margins: slip MAE (pp, at most), listhesis grade accuracy (at least), measured share
+#: of levels (at least). Measured: A 0.99 pp, 100 %, 0.91; B 2.12 pp, 62.5 %, 0.59.
+SHIPPED_FLOORS = {
+    "A": {"slip_mae": 1.5, "listhesis_grade_accuracy": 0.9, "measured": 0.85},
+    "B": {"slip_mae": 3.0, "listhesis_grade_accuracy": 0.5, "measured": 0.5},
+}
+#: The family-A-only model on family B measured 6 of 100 levels (all normal, MAE 0.86 pp) and
+#: abstained on the rest: it must keep measuring something, and nothing it reports may be off by
+#: more than 15 pp; listhesis levels it does measure must get their grade in at least half the cases.
+CROSS_FLOORS = {
+    "B": {"slip_mae": 2.0, "listhesis_grade_accuracy": 0.5, "measured": 0.03},  # trained on A, tested on B
 }
 
 
@@ -41,35 +53,51 @@ def test_shipped_weights_match_their_manifest() -> None:
     digest = hashlib.sha256(SHIPPED_WEIGHTS.read_bytes()).hexdigest()
     assert manifest["sha256"] == digest
     assert manifest["file"] == SHIPPED_WEIGHTS.name
-    assert manifest["classes"] == ["L1", "L2", "L3", "L4", "L5", "S1"]
+    assert manifest["classes"] == ["vertebra", "sacrum"]
+    assert set(manifest["families"]) == {"A", "B"}
 
 
 @pytest.fixture(scope="module")
-def metrics(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("gate")
-    return evaluate_lumbar(HELDOUT, weights=None, out=out, device="cpu", with_map=False, with_plots=False)
+    return evaluate_lumbar(
+        list(HELDOUT.values()), weights=None, out=out, device="cpu", with_map=False, with_plots=False
+    )
 
 
-@pytest.mark.parametrize("variant", ["standard", *HARD])
-def test_no_regression(metrics: dict, variant: str) -> None:
-    m = metrics["variants"][variant]
-    floor = FLOORS[variant]
-    assert m["images"] == 5
-    assert m["slip_mae"] <= floor["slip_mae"], m
-    assert m["grade_accuracy"] >= floor["grade_accuracy"], m
-    assert m["missing_rate"] <= floor["missing_rate"], m
+def _check(summary: dict, floor: dict, *, listhesis_required: bool = True) -> None:
+    assert summary["slip_mae"] is not None and summary["slip_mae"] <= floor["slip_mae"], summary
+    lis = summary["listhesis_grade_accuracy"]
+    if listhesis_required or lis is not None:  # None: no listhesis level was measured at all
+        assert lis is not None and lis >= floor["listhesis_grade_accuracy"], summary
+    assert 1.0 - summary["missing_rate"] >= floor["measured"], summary
+    assert summary["errors_above_15pp"] == 0, summary
 
 
-def test_anterior_side_is_right_on_every_image(metrics: dict) -> None:
-    assert metrics["variants"]["all"]["anterior_accuracy"] == 1.0
+@pytest.mark.parametrize("family", ["A", "B"])
+def test_shipped_model_on_each_family(shipped: dict, family: str) -> None:
+    summary = shipped["variants"][f"{family}/all"]
+    assert summary["images"] == 20
+    _check(summary, SHIPPED_FLOORS[family])
 
 
-def test_standard_images_meet_the_targets(metrics: dict) -> None:
-    std = metrics["variants"]["standard"]
-    assert std["slip_mae"] <= 2.0 and std["grade_accuracy"] >= 0.95
+def test_shipped_model_never_reports_a_grade_for_a_level_it_did_not_measure(shipped: dict) -> None:
+    cm = shipped["variants"]["all"]["confusion_matrix"]
+    assert cm["columns_predicted"][-1] == "missing"  # unmeasured levels are counted apart, never graded
 
 
-def test_hard_variants_within_a_factor_of_two(metrics: dict) -> None:
-    for variant in HARD:
-        m = metrics["variants"][variant]
-        assert m["slip_mae"] <= 4.0 and m["grade_accuracy"] >= 0.90, (variant, m)
+@pytest.mark.parametrize(("trained", "tested"), [("A", "B")])
+def test_leave_one_family_out(trained: str, tested: str, tmp_path: Path) -> None:
+    weights = LOGO / f"trained_{trained}.pt"
+    metrics = evaluate_lumbar(
+        HELDOUT[tested],
+        weights=weights,
+        out=tmp_path,
+        device="cpu",
+        with_map=False,
+        with_plots=False,
+        trained_on={trained},
+        settings=json.loads((LOGO / "settings.json").read_text()),
+    )
+    assert metrics["targets"][f"{tested}/all"]["kind"] == "cross-family"
+    _check(metrics["variants"][f"{tested}/all"], CROSS_FLOORS[tested], listhesis_required=False)

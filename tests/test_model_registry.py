@@ -37,7 +37,10 @@ def test_registry_loads_once_and_analyses() -> None:
     assert isinstance(result, LumbarResult) and result.view is LumbarView.LATERAL
     assert result.model.weights_sha256 == reg.model_info(Analysis.LUMBAR_LATERAL).weights_sha256
     assert result.listhesis_threshold_percent == 5.0
-    assert len(result.levels) == 5 and all(lv.status is LevelStatus.MEASURED for lv in result.levels)
+    assert len(result.levels) == 5
+    measured = [lv for lv in result.levels if lv.status is LevelStatus.MEASURED]
+    assert len(measured) >= 4  # 3.0.0 abstains on L5-S1 of this image (confidence 0.34)
+    assert all(lv.reason for lv in result.levels if lv.status is not LevelStatus.MEASURED)
     ap = reg.analyse(Analysis.LUMBAR_AP, ds)
     assert ap.view is LumbarView.AP
 

@@ -18,7 +18,37 @@ import torch
 
 from cdss.analysis._ultralytics import ultralytics
 
-__all__ = ["ship_lumbar"]
+__all__ = ["inference_checkpoint", "ship_lumbar"]
+
+
+def inference_checkpoint(checkpoint: Path, target: Path, inference: dict[str, Any] | None = None) -> Any:
+    """Write ``checkpoint`` reduced to what inference needs (half-precision model, training
+    arguments, cdss metadata merged with ``inference``; no optimizer, no EMA copy) to ``target``.
+
+    Returns the model (for its class names and architecture).
+    """
+    ultralytics()  # unpickling the checkpoint imports Ultralytics: configure it (offline, settings dir) first
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if inference:
+        ckpt["cdss"] = {**(ckpt.get("cdss") or {}), **inference}
+    model = (ckpt.get("ema") or ckpt["model"]).half()
+    for p in model.parameters():
+        p.requires_grad = False
+    slim = {
+        "model": model,
+        "ema": None,
+        "optimizer": None,
+        "epoch": -1,
+        "updates": None,
+        "train_args": ckpt.get("train_args", {}),
+        "train_metrics": ckpt.get("train_metrics"),
+        "date": ckpt.get("date"),
+        "version": ckpt.get("version"),
+        "cdss": ckpt.get("cdss", {}),
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, target)
+    return model
 
 
 def ship_lumbar(
@@ -45,28 +75,8 @@ def ship_lumbar(
     extra
         More manifest fields (e.g. where the metrics were measured).
     """
-    ultralytics()  # unpickling the checkpoint imports Ultralytics: configure it (offline, settings dir) first
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if inference:
-        ckpt["cdss"] = {**(ckpt.get("cdss") or {}), **inference}
-    model = (ckpt.get("ema") or ckpt["model"]).half()
-    for p in model.parameters():
-        p.requires_grad = False
-    slim = {
-        "model": model,
-        "ema": None,
-        "optimizer": None,
-        "epoch": -1,
-        "updates": None,
-        "train_args": ckpt.get("train_args", {}),
-        "train_metrics": ckpt.get("train_metrics"),
-        "date": ckpt.get("date"),
-        "version": ckpt.get("version"),
-        "cdss": ckpt.get("cdss", {}),
-    }
-    dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / "cdss-lumbar-seg.pt"
-    torch.save(slim, target)
+    model = inference_checkpoint(checkpoint, target, inference)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     yaml_file = str(getattr(model, "yaml", {}).get("yaml_file", ""))
     manifest = {
@@ -79,8 +89,8 @@ def ship_lumbar(
         "architecture": Path(yaml_file).stem.replace("yolo11", "YOLO11").replace("yolov8", "YOLOv8")
         or "YOLO-seg",
         "classes": [str(model.names[k]) for k in sorted(model.names)],
-        "inference_imgsz": slim["cdss"].get("inference_imgsz"),
-        "inference": slim["cdss"],
+        "inference_imgsz": model_meta(target).get("inference_imgsz"),
+        "inference": model_meta(target),
         "training_data": training_data,
         "recipe": recipe,
         "metrics": metrics or {},
@@ -90,3 +100,9 @@ def ship_lumbar(
     }
     (dest_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def model_meta(path: Path) -> dict[str, Any]:
+    """The ``cdss`` metadata block of a checkpoint (inference settings)."""
+    ultralytics()
+    return dict(torch.load(path, map_location="cpu", weights_only=False).get("cdss") or {})
