@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.node_process import NodeProcess, reap_spawned, require_models
 from tests.peers import Orthanc, require, run_orthanc
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -71,10 +72,18 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
         yield pacs
 
 
+@pytest.fixture
+def pacs_node(tmp_path: Path, orthanc: Orthanc) -> Iterator[NodeProcess]:
+    """``cdss serve`` (shipped models) sending its results to the private Orthanc; ``.banner`` is its start banner."""
+    require_models()
+    node = NodeProcess(tmp_path / "node", destinations=[orthanc.destination()])
+    node.banner = node.start()
+    yield node
+    node.stop()
+
+
 @pytest.fixture(autouse=True)
 def _reap_node_processes() -> Iterator[None]:
     """Kill any ``cdss serve``/``cdss worker`` a test started and did not stop (e.g. it failed)."""
     yield
-    from tests.node_process import reap_spawned
-
     reap_spawned()

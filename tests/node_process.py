@@ -160,6 +160,7 @@ class NodeProcess:
     proc: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    banner: str = ""  # the last start's banner (set by fixtures that start it)
 
     @property
     def config_path(self) -> Path:

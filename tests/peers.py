@@ -7,6 +7,7 @@ peer is missing the test is *skipped* with the reason on a developer's laptop, b
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 __all__ = [
     "DICOMWEB_PLUGIN",
@@ -108,6 +111,31 @@ class Orthanc:
 
     def file(self, orthanc_id: str) -> bytes:
         return self.get(f"/instances/{orthanc_id}/file").content
+
+    def destination(self, name: str = "pacs") -> dict[str, object]:
+        """This Orthanc as a ``[[destinations]]`` entry of a cdss configuration."""
+        return {"name": name, "ae_title": self.aet, "host": "127.0.0.1", "port": self.dicom_port}
+
+    def objects(self) -> list[Dataset]:
+        """Every instance Orthanc holds, read back as a dataset."""
+        return [dcmread(io.BytesIO(self.file(i))) for i in self.instances()]
+
+    def wait_for_objects(self, count: int, timeout: float) -> list[Dataset]:
+        """At least ``count`` instances (then one more second for unexpected extras), else fail."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.instances()) >= count:
+                time.sleep(1.0)  # let any (unexpected) extra object arrive too
+                return self.objects()
+            time.sleep(0.5)
+        raise AssertionError(
+            f"{len(self.instances())} of {count} result objects reached the PACS in {timeout} s"
+        )
+
+
+def referenced_uids(ds: Dataset) -> set[str]:
+    """Every ReferencedSOPInstanceUID anywhere in ``ds`` (SEG, SR evidence, GSPS references)."""
+    return {str(e.value) for e in ds.iterall() if e.keyword == "ReferencedSOPInstanceUID" and e.value}
 
 
 @contextmanager

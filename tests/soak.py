@@ -202,7 +202,7 @@ def run_soak(
         extra.setdefault(section, {}).update(values)
     node = NodeProcess(
         workdir / "node",
-        destinations=[{"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}],
+        destinations=[pacs.destination()],
         extra=extra,
     )
     node.start(timeout=300)

@@ -16,8 +16,7 @@ from sqlalchemy import select
 
 from cdss.db import Delivery, DeliveryState, Instance, Job, JobState, Result
 from tests.node_process import NodeProcess, StorescuReport, require_models, storescu, synthetic_images
-from tests.peers import Orthanc
-from tests.test_e2e_node import referenced_uids
+from tests.peers import Orthanc, referenced_uids
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.integration]
 
@@ -44,9 +43,7 @@ def test_sigkill_during_push_loses_and_duplicates_nothing(tmp_path: Path, orthan
     uid_of = {f: str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
     node = NodeProcess(
         tmp_path / "node",
-        destinations=[
-            {"name": "pacs", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
-        ],
+        destinations=[orthanc.destination()],
     )
     node.start()
 

@@ -5,9 +5,7 @@ Runs the real models (the shipped weights); skipped on a laptop without them, fa
 
 from __future__ import annotations
 
-import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,55 +16,17 @@ from sqlalchemy import select
 
 from cdss.db import AuditEvent, Instance, Job, JobState
 from tests.node_process import NodeProcess, require_models, storescu, synthetic_images
-from tests.peers import Orthanc
+from tests.peers import Orthanc, referenced_uids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
-def referenced_uids(ds: Dataset) -> set[str]:
-    """Every ReferencedSOPInstanceUID anywhere in ``ds`` (SEG, SR evidence, GSPS references)."""
-    found: set[str] = set()
-    for elem in ds.iterall():
-        if elem.keyword == "ReferencedSOPInstanceUID" and elem.value:
-            found.add(str(elem.value))
-    return found
-
-
-def orthanc_objects(pacs: Orthanc) -> list[Dataset]:
-    return [dcmread(io.BytesIO(pacs.file(i))) for i in pacs.instances()]
-
-
-def wait_for_results(pacs: Orthanc, count: int, timeout: float) -> list[Dataset]:
-    deadline = time.monotonic() + timeout
-    objects: list[Dataset] = []
-    while time.monotonic() < deadline:
-        if len(pacs.instances()) >= count:
-            time.sleep(1.0)  # let any (unexpected) extra object arrive too
-            return orthanc_objects(pacs)
-        time.sleep(0.5)
-    objects = orthanc_objects(pacs)
-    raise AssertionError(f"{len(objects)} of {count} result objects reached the PACS in {timeout} s")
-
-
-@pytest.fixture
-def node(tmp_path: Path, orthanc: Orthanc) -> Iterator[NodeProcess]:
-    require_models()
-    n = NodeProcess(
-        tmp_path / "node",
-        destinations=[
-            {"name": "pacs", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
-        ],
-    )
-    banner = n.start()
-    assert f"storescu -aec CDSS 127.0.0.1 {n.dicom_port}" in banner
-    assert f"pacs: {orthanc.aet}@127.0.0.1:{orthanc.dicom_port}" in banner
-    yield n
-    n.stop()
-
-
 def test_lumbar_and_cervical_results_reach_the_pacs_and_non_spine_is_not_applicable(
-    node: NodeProcess, orthanc: Orthanc, tmp_path: Path
+    pacs_node: NodeProcess, orthanc: Orthanc, tmp_path: Path
 ) -> None:
+    node = pacs_node
+    assert f"storescu -aec CDSS 127.0.0.1 {node.dicom_port}" in node.banner
+    assert f"pacs: {orthanc.aet}@127.0.0.1:{orthanc.dicom_port}" in node.banner
     files = synthetic_images(
         tmp_path / "modality", [("lumbar_lateral", 0), ("cervical_oblique", 0), ("other", 0)]
     )
@@ -74,7 +34,7 @@ def test_lumbar_and_cervical_results_reach_the_pacs_and_non_spine_is_not_applica
     report = storescu(files, node.dicom_port)
     assert report.returncode == 0 and report.failed == [], report.output
 
-    objects = wait_for_results(orthanc, 5, timeout=240)
+    objects = orthanc.wait_for_objects(5, timeout=240)
     by_source: dict[str, list[Dataset]] = {}
     for ds in objects:
         for name, src in sources.items():
@@ -139,9 +99,7 @@ def test_celery_backend_with_postgresql_and_rabbitmq(
     node = NodeProcess(
         tmp_path / "node",
         database_url=postgres_url,
-        destinations=[
-            {"name": "pacs", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
-        ],
+        destinations=[orthanc.destination()],
         extra={"jobs": {"backend": "celery", "celery_queue": queue, "workers": 1}},
     )
     banner = node.start()
@@ -152,7 +110,7 @@ def test_celery_backend_with_postgresql_and_rabbitmq(
         report = storescu(files, node.dicom_port)
         assert report.failed == [], report.output
         lumbar = dcmread(files[0], stop_before_pixels=True)
-        objects = wait_for_results(orthanc, 2, timeout=300)
+        objects = orthanc.wait_for_objects(2, timeout=300)
         assert all(str(lumbar.SOPInstanceUID) in referenced_uids(o) for o in objects)
         assert {"SR", "PR"} <= {str(o.Modality) for o in objects}
     finally:

@@ -16,10 +16,7 @@ header says LSPINE. Checked:
 
 from __future__ import annotations
 
-import io
 import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import highdicom as hd
@@ -31,8 +28,8 @@ from sqlalchemy import select
 from cdss.db import Instance, Job, JobState
 from cdss.encode import codes as C
 from cdss.synth import generate
-from tests.node_process import NodeProcess, require_models, storescu
-from tests.peers import Orthanc
+from tests.node_process import NodeProcess, storescu
+from tests.peers import Orthanc, referenced_uids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -52,27 +49,9 @@ VIEW_TAGS = (
 )
 
 
-@pytest.fixture
-def node(tmp_path: Path, orthanc: Orthanc) -> Iterator[NodeProcess]:
-    require_models()
-    n = NodeProcess(
-        tmp_path / "node",
-        destinations=[
-            {"name": "pacs", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
-        ],
-    )
-    n.start()
-    yield n
-    n.stop()
-
-
-def _referenced(ds: Dataset) -> set[str]:
-    return {str(e.value) for e in ds.iterall() if e.keyword == "ReferencedSOPInstanceUID" and e.value}
-
-
 def _sr_slips(sr: Dataset) -> dict[str, float]:
     """Level name → slip % of every level the SR reports as measured."""
-    report = hd.sr.srread(io.BytesIO(sr_bytes(sr))).content
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr, copy=False).content
     slips = {}
     for group in report.get_image_measurement_groups():
         ident = str(group.tracking_identifier)
@@ -84,15 +63,10 @@ def _sr_slips(sr: Dataset) -> dict[str, float]:
     return slips
 
 
-def sr_bytes(ds: Dataset) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def test_unseen_lateral_films_with_and_without_tags_get_results_within_15pp(
-    node: NodeProcess, orthanc: Orthanc, tmp_path: Path
+    pacs_node: NodeProcess, orthanc: Orthanc, tmp_path: Path
 ) -> None:
+    node = pacs_node
     modality = tmp_path / "modality"
     modality.mkdir()
     chosen = sorted(SET_B.glob("*.dcm"))[::4]  # 5 films: standard and hard, both photometrics
@@ -129,14 +103,10 @@ def test_unseen_lateral_films_with_and_without_tags_get_results_within_15pp(
     assert report.returncode == 0 and report.failed == [], report.output
 
     expected = 3 * len(truth)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(orthanc.instances()) < expected:
-        time.sleep(1.0)
-    time.sleep(1.0)
-    objects = [dcmread(io.BytesIO(orthanc.file(i))) for i in orthanc.instances()]
+    objects = orthanc.wait_for_objects(expected, timeout=300)
     by_source: dict[str, list[Dataset]] = {}
     for ds in objects:
-        for uid in _referenced(ds) & set(truth):
+        for uid in referenced_uids(ds) & set(truth):
             by_source.setdefault(uid, []).append(ds)
     db = node.database()
     try:

@@ -25,8 +25,7 @@ from cdss.db import Delivery, DeliveryState, Instance, Job, JobState, Result
 from cdss.leases import LeaseOwner
 from tests.broker import run_rabbitmq
 from tests.node_process import NodeProcess, StorescuReport, require_models, storescu, synthetic_images
-from tests.peers import Orthanc
-from tests.test_e2e_node import referenced_uids
+from tests.peers import Orthanc, referenced_uids
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.integration]
 
@@ -71,9 +70,7 @@ def test_worker_sigkill_and_broker_restart_lose_and_duplicate_nothing(
         node = NodeProcess(
             tmp_path / "node",
             database_url=postgres_url,
-            destinations=[
-                {"name": "pacs", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
-            ],
+            destinations=[orthanc.destination()],
             extra={
                 "jobs": {
                     "backend": "celery",

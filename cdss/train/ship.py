@@ -21,11 +21,13 @@ from cdss.analysis._ultralytics import ultralytics
 __all__ = ["inference_checkpoint", "ship_lumbar"]
 
 
-def inference_checkpoint(checkpoint: Path, target: Path, inference: dict[str, Any] | None = None) -> Any:
+def inference_checkpoint(
+    checkpoint: Path, target: Path, inference: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
     """Write ``checkpoint`` reduced to what inference needs (half-precision model, training
     arguments, cdss metadata merged with ``inference``; no optimizer, no EMA copy) to ``target``.
 
-    Returns the model (for its class names and architecture).
+    Returns the model (for its class names and architecture) and the cdss metadata written.
     """
     ultralytics()  # unpickling the checkpoint imports Ultralytics: configure it (offline, settings dir) first
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -48,7 +50,7 @@ def inference_checkpoint(checkpoint: Path, target: Path, inference: dict[str, An
     }
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, target)
-    return model
+    return model, dict(slim["cdss"])
 
 
 def ship_lumbar(
@@ -76,7 +78,7 @@ def ship_lumbar(
         More manifest fields (e.g. where the metrics were measured).
     """
     target = dest_dir / "cdss-lumbar-seg.pt"
-    model = inference_checkpoint(checkpoint, target, inference)
+    model, meta = inference_checkpoint(checkpoint, target, inference)
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     yaml_file = str(getattr(model, "yaml", {}).get("yaml_file", ""))
     manifest = {
@@ -89,8 +91,8 @@ def ship_lumbar(
         "architecture": Path(yaml_file).stem.replace("yolo11", "YOLO11").replace("yolov8", "YOLOv8")
         or "YOLO-seg",
         "classes": [str(model.names[k]) for k in sorted(model.names)],
-        "inference_imgsz": model_meta(target).get("inference_imgsz"),
-        "inference": model_meta(target),
+        "inference_imgsz": meta.get("inference_imgsz"),
+        "inference": meta,
         "training_data": training_data,
         "recipe": recipe,
         "metrics": metrics or {},
@@ -100,9 +102,3 @@ def ship_lumbar(
     }
     (dest_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
-
-
-def model_meta(path: Path) -> dict[str, Any]:
-    """The ``cdss`` metadata block of a checkpoint (inference settings)."""
-    ultralytics()
-    return dict(torch.load(path, map_location="cpu", weights_only=False).get("cdss") or {})
