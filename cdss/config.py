@@ -190,6 +190,13 @@ class ApiSettings(_Section):
     dashboard: bool = Field(True, description="Serve the dashboard at `/dashboard/`.")
 
 
+class SegProfile(StrEnum):
+    """How a SEG of a radiograph is written (``results.seg_profile``)."""
+
+    STANDARD = "standard"
+    OHIF = "ohif"
+
+
 class Destination(_Section):
     """``[[destinations]]``: a DICOM peer (PACS, viewer) that receives every result."""
 
@@ -208,6 +215,13 @@ class Destination(_Section):
         description="Send a Secondary Capture with the result text and drawings burned in (for a PACS "
         "or viewer that shows only images: no SR overlay, no GSPS). Set it per destination; such a "
         "destination may also turn send_seg / send_sr / send_gsps off.",
+    )
+    seg_profile: SegProfile | None = Field(
+        None,
+        description="How the SEG sent here is written: `standard` or `ohif` (see results.seg_profile); "
+        "empty = results.seg_profile. When destinations differ, the node writes one SEG per profile "
+        "(the second in its own series, results.series_number_base + 4) and each destination gets "
+        "only the one in its profile.",
     )
     tls: bool = Field(False, description="Use TLS towards this destination.")
     tls_ca_certificates: Path | None = Field(None, description="CA bundle to verify the destination.")
@@ -408,13 +422,6 @@ class ModelSettings(_Section):
     )
 
 
-class SegProfile(StrEnum):
-    """How a SEG of a radiograph is written (``results.seg_profile``)."""
-
-    STANDARD = "standard"
-    OHIF = "ohif"
-
-
 class ResultSettings(_Section):
     """``[results]``: how result objects are labelled."""
 
@@ -440,7 +447,8 @@ class ResultSettings(_Section):
         "display it). `ohif`: also writes a shared Pixel Measures (Pixel Spacing, Slice Thickness 1) and "
         "Plane Orientation (Patient) [1,0,0,0,1,0] functional group, which OHIF 3.13 needs to show a SEG "
         "but which DICOM allows only with a patient Frame of Reference; opt in only for OHIF sites "
-        "(docs/viewer.md).",
+        "(docs/viewer.md). This is the node's default (also for the calling AE); a destination can "
+        "choose its own with its seg_profile.",
     )
     device_uid_in_contributing_equipment: bool = Field(
         False,

@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from cdss.analysis.registry import ModelRegistry
 from cdss.api import create_app
 from cdss.audit import Action, EventID, EventType, Outcome, record_event
-from cdss.config import Analysis, JobBackend, Settings
+from cdss.config import Analysis, JobBackend, SegProfile, Settings
 from cdss.db import Database, DeliveryState, JobState
 from cdss.dispatch import Dispatcher, count_deliveries, reconcile_deliveries
 from cdss.jobs import count_jobs, create_backend, reconcile_jobs
@@ -99,6 +99,9 @@ def banner(settings: Settings, *, dicom_port: int, api_url: str | None, backend:
                 )
                 if on
             ]
+            profile = dest.seg_profile or settings.results.seg_profile
+            if dest.send_seg and profile is not SegProfile.STANDARD:
+                kinds[0] = f"SEG {profile.value} profile"
             lines.append(
                 f"  results -> {dest.name}: {dest.ae_title}@{dest.host}:{dest.port} ({', '.join(kinds)})"
                 + (" TLS" if dest.tls else "")

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from sqlalchemy import select
 
-from cdss.config import Destination, DispatchSettings, Peer, Settings, StorageSettings
+from cdss.config import Destination, DispatchSettings, Peer, SegProfile, Settings, StorageSettings
 from cdss.db import AuditEvent, Database, Delivery, DeliveryState, utcnow
 from cdss.dispatch import (
     DeliveryStateError,
@@ -25,7 +25,7 @@ from cdss.dispatch import (
     retry_delivery,
 )
 from cdss.leases import new_owner
-from cdss.route.destinations import delivery_targets
+from cdss.route.destinations import delivery_targets, seg_profiles_wanted
 from cdss.store import Spool
 from tests.jobs_helpers import add_jobs, add_results, make_sc
 from tests.peers import Orthanc, free_port, run_orthanc
@@ -361,3 +361,39 @@ def test_pacs_dropping_the_association_mid_batch(db: Database, tmp_path: Path) -
     finally:
         server.shutdown()
     assert set(uids) <= set(seen)
+
+
+def test_seg_profile_per_destination_targets() -> None:
+    """Each destination gets the SEG of its own profile, exactly one; the calling AE the default."""
+    settings = Settings(
+        destinations=[
+            Destination(name="pacs", ae_title="PACS", host="10.0.0.1", port=104),
+            Destination(name="ohif", ae_title="OHIF", host="10.0.0.3", port=104, seg_profile="ohif"),
+            Destination(
+                name="noseg", ae_title="NOSEG", host="10.0.0.4", port=104, send_seg=False, seg_profile="ohif"
+            ),
+        ],
+        peers=[Peer(ae_title="MODALITY", host="10.0.0.2", port=104)],
+        dispatch=DispatchSettings(return_to_calling_ae=True),
+    )
+    assert seg_profiles_wanted(settings) == [SegProfile.STANDARD, SegProfile.OHIF]
+    assert [t.name for t in delivery_targets(settings, "SEG", "MODALITY")] == ["pacs", "calling-ae:MODALITY"]
+    assert [t.name for t in delivery_targets(settings, "SEG", "MODALITY", "standard")] == [
+        "pacs",
+        "calling-ae:MODALITY",
+    ]
+    assert [t.name for t in delivery_targets(settings, "SEG", "MODALITY", SegProfile.OHIF)] == ["ohif"]
+    # Other kinds ignore the profile.
+    assert [t.name for t in delivery_targets(settings, "SR", "MODALITY")] == [
+        "pacs",
+        "ohif",
+        "noseg",
+        "calling-ae:MODALITY",
+    ]
+    # The node-wide profile is the default of destinations without one.
+    settings.results.seg_profile = SegProfile.OHIF
+    assert seg_profiles_wanted(settings) == [SegProfile.OHIF]
+    assert [t.name for t in delivery_targets(settings, "SEG", None, SegProfile.OHIF)] == ["pacs", "ohif"]
+    assert delivery_targets(settings, "SEG", None, SegProfile.STANDARD) == []
+    with pytest.raises(ValueError):
+        delivery_targets(settings, "SEG", None, "dicomweb")

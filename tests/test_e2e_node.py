@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
-from cdss.db import AuditEvent, Instance, Job, JobState
+from cdss.db import AuditEvent, Delivery, DeliveryState, Instance, Job, JobState, Result
 from tests.node_process import NodeProcess, require_models, storescu, synthetic_images
 from tests.peers import Orthanc, referenced_uids
 
@@ -161,3 +161,59 @@ def test_node_without_destinations_warns_and_resumes_queued_work_after_a_crash(t
     finally:
         db.dispose()
     assert node.stop() == 0
+
+
+def test_each_destination_gets_the_seg_in_its_own_profile(tmp_path: Path, orthanc: Orthanc) -> None:
+    """A destination with ``seg_profile = "ohif"`` next to a standard one: the node writes both
+    SEGs, each destination receives exactly the one in its profile (here both destinations are
+    the same Orthanc under two names, so the PACS holds both SEGs, SR and GSPS once)."""
+    require_models("lumbar")
+    node = NodeProcess(
+        tmp_path / "node",
+        destinations=[
+            orthanc.destination("pacs"),
+            {**orthanc.destination("ohif"), "seg_profile": "ohif", "send_sr": False, "send_gsps": False},
+        ],
+    )
+    banner = node.start()
+    try:
+        assert "ohif: " in banner and "(SEG ohif profile)" in banner, banner
+        files = synthetic_images(tmp_path / "modality", [("lumbar_lateral", 3)])
+        report = storescu(files, node.dicom_port)
+        assert report.failed == [], report.output
+        objects = orthanc.wait_for_objects(4, timeout=240)
+        assert sorted(str(o.Modality) for o in objects) == ["PR", "SEG", "SEG", "SR"]
+        segs = {int(o.SeriesNumber): o for o in objects if o.Modality == "SEG"}
+        assert set(segs) == {9000, 9004}
+        standard, ohif = (
+            segs[9000].SharedFunctionalGroupsSequence[0],
+            segs[9004].SharedFunctionalGroupsSequence[0],
+        )
+        assert "PlaneOrientationSequence" not in standard
+        assert list(ohif.PlaneOrientationSequence[0].ImageOrientationPatient) == [1, 0, 0, 0, 1, 0]
+        assert ohif.PixelMeasuresSequence[0].SliceThickness == 1
+        assert "ohif" in str(segs[9004].SeriesDescription)
+        assert segs[9000].SeriesInstanceUID != segs[9004].SeriesInstanceUID
+        db = node.database()
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # Orthanc holds the objects; the node records the deliveries just after
+                with db.session() as s:
+                    rows = s.execute(
+                        select(Result.sop_instance_uid, Delivery.destination, Delivery.state).join(
+                            Delivery, Delivery.result_id == Result.id
+                        )
+                    ).all()
+                if all(r[2] is DeliveryState.DELIVERED for r in rows) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        finally:
+            db.dispose()
+        by_uid: dict[str, set[str]] = {}
+        for uid, dest, _state in rows:
+            by_uid.setdefault(uid, set()).add(dest)
+        assert by_uid[str(segs[9000].SOPInstanceUID)] == {"pacs"}
+        assert by_uid[str(segs[9004].SOPInstanceUID)] == {"ohif"}
+        assert len(rows) == 4 and all(r[2] is DeliveryState.DELIVERED for r in rows), rows
+    finally:
+        node.stop()

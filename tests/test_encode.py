@@ -30,7 +30,7 @@ from cdss.analysis.types import (
     Normality,
     Vertebra,
 )
-from cdss.config import ResultSettings
+from cdss.config import ResultSettings, SegProfile
 from cdss.encode import EncodeError, ResultKind, encode_results
 from cdss.encode import codes as C
 from cdss.encode.common import from_image_coordinates
@@ -232,6 +232,32 @@ def test_seg_ohif_profile_is_opt_in(tmp_path: Path, corpus: dict[str, Case]) -> 
     assert isinstance(case.result, LumbarResult)
     for i, vertebra in enumerate(sorted(case.result.vertebrae, key=lambda v: v.label.class_id)):
         np.testing.assert_array_equal(masks[:, :, i] > 0, vertebra.mask)
+
+
+def test_seg_in_two_profiles_for_destinations_that_differ(corpus: dict[str, Case]) -> None:
+    """seg_profiles=[standard, ohif] (a destination with its own profile): two SEGs of the same
+    masks, the second in its own series (base + 4) and only it with the OHIF geometry."""
+    case = corpus["dx_lateral_slips"]
+    objs = encode_results(
+        case.source, case.result, ResultSettings(), seg_profiles=[SegProfile.STANDARD, SegProfile.OHIF]
+    )
+    segs = [o for o in objs if o.kind is ResultKind.SEG]
+    assert [o.seg_profile for o in segs] == [SegProfile.STANDARD, SegProfile.OHIF]
+    assert [o.kind for o in objs[2:]] == [ResultKind.SR, ResultKind.GSPS]
+    std, ohif = (o.dataset for o in segs)
+    assert (int(std.SeriesNumber), int(ohif.SeriesNumber)) == (9000, 9004)
+    assert std.SeriesInstanceUID != ohif.SeriesInstanceUID and std.SOPInstanceUID != ohif.SOPInstanceUID
+    assert "ohif" in ohif.SeriesDescription and "ohif" not in std.SeriesDescription
+    assert "PlaneOrientationSequence" not in std.SharedFunctionalGroupsSequence[0]
+    assert "PlaneOrientationSequence" in ohif.SharedFunctionalGroupsSequence[0]
+    assert std.PixelData == ohif.PixelData
+    # Repeats are written once; with the node-wide profile ohif the OHIF SEG is the first series.
+    once = encode_results(
+        case.source, case.result, ResultSettings(seg_profile="ohif"), seg_profiles=["ohif", "ohif"]
+    )
+    only = [o.dataset for o in once if o.kind is ResultKind.SEG]
+    assert len(only) == 1 and int(only[0].SeriesNumber) == 9000
+    assert "PlaneOrientationSequence" in only[0].SharedFunctionalGroupsSequence[0]
 
 
 def test_no_seg_without_vertebrae_or_for_cervical(corpus: dict[str, Case]) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydicom.dataset import Dataset
 
 from cdss.analysis.pixels import PixelDataError
 from cdss.analysis.types import CervicalResult, LumbarResult
-from cdss.config import ResultSettings
+from cdss.config import ResultSettings, SegProfile
 from cdss.encode.common import AnyResult, EncodeContext, EncodedObject, EncodeError, ResultKind
 from cdss.encode.gsps import encode_gsps
 from cdss.encode.overlay import Overlay, build_overlay
@@ -34,6 +36,7 @@ def encode_results(
     settings: ResultSettings,
     *,
     include_sc: bool = False,
+    seg_profiles: Sequence[SegProfile] | None = None,
 ) -> list[EncodedObject]:
     """Encode one analysis result as DICOM objects referencing ``source_ds``.
 
@@ -49,12 +52,16 @@ def encode_results(
         ``settings.results`` (manufacturer, research labelling, series numbers).
     include_sc
         Also produce the burned-in Secondary Capture (for destinations with ``send_sc``).
+    seg_profiles
+        The SEG profiles wanted (one SEG each, in this order); None = ``settings.seg_profile``
+        only. A profile other than ``settings.seg_profile`` gets its own series (see
+        :func:`cdss.encode.seg.encode_seg`). Repeated profiles are written once.
 
     Returns
     -------
     list[EncodedObject]
-        In this order, each only when it applies: SEG (lumbar results with at least one
-        vertebra), SR (always), GSPS (always), SC (``include_sc``). All objects share the
+        In this order, each only when it applies: SEG, one per profile (lumbar results with at
+        least one vertebra), SR (always), GSPS (always), SC (``include_sc``). All objects share the
         study of the source, are each in a new series and share tracking UIDs.
 
     Raises
@@ -68,9 +75,12 @@ def encode_results(
     ctx = EncodeContext(source_ds, result, settings)
     objects: list[EncodedObject] = []
     if isinstance(result, LumbarResult):
-        seg = encode_seg(ctx)
-        if seg is not None:
-            objects.append(EncodedObject(ResultKind.SEG, seg))
+        profiles = list(dict.fromkeys(SegProfile(p) for p in (seg_profiles or [settings.seg_profile])))
+        for profile in profiles:
+            seg = encode_seg(ctx, profile)
+            if seg is None:
+                break  # no vertebrae: no SEG in any profile
+            objects.append(EncodedObject(ResultKind.SEG, seg, seg_profile=profile))
     objects.append(EncodedObject(ResultKind.SR, encode_sr(ctx)))
     overlay = overlay_for_context(ctx)
     objects.append(EncodedObject(ResultKind.GSPS, encode_gsps(ctx, overlay)))

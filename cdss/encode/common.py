@@ -36,7 +36,7 @@ from pydicom.uid import generate_uid
 
 from cdss import __version__ as cdss_version
 from cdss.analysis.types import CervicalResult, LumbarResult, ModelInfo, Vertebra
-from cdss.config import ResultSettings
+from cdss.config import ResultSettings, SegProfile
 from cdss.encode import codes as C
 
 __all__ = [
@@ -86,6 +86,9 @@ SERIES_OFFSET: dict[ResultKind, int] = {
     ResultKind.GSPS: 2,
     ResultKind.SC: 3,
 }
+#: Series number offset of a second SEG written in another profile than ``results.seg_profile``
+#: (a destination with its own ``seg_profile``).
+SECOND_SEG_SERIES_OFFSET = 4
 
 #: What each kind is called in Series Descriptions.
 KIND_TEXT: dict[ResultKind, str] = {
@@ -106,6 +109,8 @@ class EncodedObject:
 
     kind: ResultKind
     dataset: Dataset
+    #: For a SEG, the profile it is written in (:class:`~cdss.config.SegProfile`); None otherwise.
+    seg_profile: SegProfile | None = None
 
     @property
     def sop_instance_uid(self) -> str:

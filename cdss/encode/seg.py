@@ -30,7 +30,13 @@ from pydicom.dataset import Dataset
 from cdss.analysis.types import LumbarResult, Vertebra
 from cdss.config import SegProfile
 from cdss.encode import codes as C
-from cdss.encode.common import EncodeContext, EncodeError, ResultKind
+from cdss.encode.common import (
+    SECOND_SEG_SERIES_OFFSET,
+    EncodeContext,
+    EncodeError,
+    ResultKind,
+    describe,
+)
 
 __all__ = ["VERTEBRA_RGB", "encode_seg"]
 
@@ -45,8 +51,18 @@ VERTEBRA_RGB: dict[Vertebra, tuple[int, int, int]] = {
 }
 
 
-def encode_seg(ctx: EncodeContext) -> hd.seg.Segmentation | None:
-    """The Segmentation of ``ctx.result`` (a :class:`LumbarResult`), or None without vertebrae."""
+def encode_seg(ctx: EncodeContext, profile: SegProfile | None = None) -> hd.seg.Segmentation | None:
+    """The Segmentation of ``ctx.result`` (a :class:`LumbarResult`), or None without vertebrae.
+
+    Parameters
+    ----------
+    ctx
+        The encoding context (source, result, ``results`` settings).
+    profile
+        How to write it; None = ``results.seg_profile``. A SEG in another profile than that
+        (for a destination with its own ``seg_profile``) gets its own series: number
+        ``results.series_number_base`` + 4, description naming the profile.
+    """
     result = ctx.result
     if not isinstance(result, LumbarResult):
         raise EncodeError("a SEG is only encoded for lumbar results (cervical results carry no masks)")
@@ -109,8 +125,12 @@ def encode_seg(ctx: EncodeContext) -> hd.seg.Segmentation | None:
     ctx.copy_source_attributes(seg_ds, orientation="PlaneOrientationSequence" not in shared)
     seg_ds.ImageComments = ctx.image_comments()
     _drop_unreadable_pixel_measures(seg_ds)
-    if ctx.settings.seg_profile is SegProfile.OHIF:
+    profile = ctx.settings.seg_profile if profile is None else profile
+    if profile is SegProfile.OHIF:
         _add_ohif_geometry(seg_ds, ctx.source)
+    if profile is not ctx.settings.seg_profile:
+        seg_ds.SeriesNumber = int(ctx.settings.series_number_base) + SECOND_SEG_SERIES_OFFSET
+        seg_ds.SeriesDescription = describe(f"SEG {profile.value}", ctx.model, ctx.settings)
     return seg_ds
 
 

@@ -69,6 +69,7 @@ from cdss.jobs.summary import JobSummary, ResultRef
 from cdss.logs import get_logger
 from cdss.metrics import ANALYSIS_SECONDS, BATCH_SIZE, JOBS_FINISHED
 from cdss.route import RouteDecision, ViewClassifying, route
+from cdss.route.destinations import seg_profiles_wanted
 
 __all__ = [
     "Analyser",
@@ -537,7 +538,9 @@ def _complete(
         settings.dispatch.return_to_calling_ae and settings.results.secondary_capture
     )
     try:
-        encoded = encode_results(ds, result, settings.results, include_sc=include_sc)
+        encoded = encode_results(
+            ds, result, settings.results, include_sc=include_sc, seg_profiles=seg_profiles_wanted(settings)
+        )
     except PERMANENT_ERRORS as exc:
         raise UnanalysableImage(f"{type(exc).__name__}: {exc}") from exc
     ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(analysis_s + time.monotonic() - started)
@@ -559,6 +562,7 @@ def _complete(
                 size_bytes=sf.size,
                 model_name=result.model.name,
                 model_version=result.model.version,
+                seg_profile=None if obj.seg_profile is None else obj.seg_profile.value,
             )
         )
     summary = JobSummary.from_result(

@@ -26,6 +26,8 @@ class StoredResult:
     size_bytes: int
     model_name: str
     model_version: str
+    #: A SEG's profile (``standard`` / ``ohif``): it decides which destinations get it.
+    seg_profile: str | None = None
 
 
 def record_results(
@@ -60,7 +62,7 @@ def record_results(
         )
         session.add(result)
         session.flush()
-        for target in delivery_targets(settings, obj.kind, calling_ae_title):
+        for target in delivery_targets(settings, obj.kind, calling_ae_title, obj.seg_profile):
             session.add(
                 Delivery(
                     result_id=result.id,
