@@ -7,6 +7,7 @@ so that receiver threads and workers can share the file. PostgreSQL uses the sam
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,12 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["Database", "create_db_engine", "migrate"]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: Execution option marking a read-only session's connection (SQLite then begins deferred).
+READ_ONLY_OPTION = "cdss_read_only"
+#: How long a SQLite writer waits for the in-process writer lock before it goes on to SQLite's
+#: own locking (same as the busy timeout), seconds.
+WRITER_WAIT_S = 30.0
+_HOLDS_WRITER = "cdss_holds_writer_lock"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -56,9 +63,44 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
 
         # Take the write lock at BEGIN so that concurrent read-then-write transactions do not
         # deadlock on lock upgrade (SQLITE_BUSY that the busy timeout cannot resolve).
+        # Read-only sessions (Database.read_session) begin deferred: in WAL mode they neither wait
+        # for nor block the writer.
+        # Writers of this process queue on a Python lock before BEGIN IMMEDIATE: SQLite's busy
+        # handler sleeps in steps of up to 100 ms while it waits, so concurrent C-STOREs would
+        # each lose milliseconds after the lock is already free; a thread waiting on the Python
+        # lock wakes at once. Other processes (receiver processes, workers) still meet SQLite's
+        # own lock. Waiting is bounded like the busy timeout, so a nested writer cannot hang.
+        writer_lock = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if conn.get_execution_options().get(READ_ONLY_OPTION, False):
+                conn.exec_driver_sql("BEGIN")
+                return
+            if writer_lock.acquire(timeout=WRITER_WAIT_S):
+                conn.info[_HOLDS_WRITER] = True
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _release_writer(conn.info)
+                raise
+
+        def _release_writer(info: dict[str, Any]) -> None:
+            if info.pop(_HOLDS_WRITER, False):
+                writer_lock.release()
+
+        @event.listens_for(engine, "commit")
+        def _after_commit(conn: Any) -> None:
+            _release_writer(conn.info)
+
+        @event.listens_for(engine, "rollback")
+        def _after_rollback(conn: Any) -> None:
+            _release_writer(conn.info)
+
+        @event.listens_for(engine.pool, "checkin")
+        def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+            if record is not None:  # a connection returned mid-transaction still lets go
+                _release_writer(record.info)
 
         @event.listens_for(engine, "connect")
         def _no_pysqlite_begin(dbapi_connection: Any, _record: Any) -> None:
@@ -99,6 +141,9 @@ class Database:
         if run_migrations:
             migrate(self.engine)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_factory = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
@@ -113,6 +158,16 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: it never takes SQLite's write lock and is rolled back at the
+        end (anything written in it is discarded). For the C-STORE hot path's lookups."""
+        with self._read_factory() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
 
     def dispose(self) -> None:
         self.engine.dispose()

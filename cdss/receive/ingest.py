@@ -42,6 +42,7 @@ from cdss.receive.records import (
     audit_refused,
     find_duplicate,
     insert_instance,
+    instance_exists,
     is_referenced,
 )
 from cdss.receive.status import StoreStatus, outcome_label
@@ -357,7 +358,7 @@ class Ingestor:
         if not created:
             return
         try:
-            with self.db.session() as session:
+            with self.db.read_session() as session:
                 if is_referenced(session, key):
                     return
         except SQLAlchemyError:
@@ -368,6 +369,11 @@ class Ingestor:
             log.error("spool_cleanup_failed", error=str(exc))
 
     def _duplicate(self, item: ReceivedDataset, validated: ValidatedDataset, sha: str) -> StoreOutcome | None:
+        # Almost every C-STORE is new: ask without the write lock first (concurrent associations
+        # then wait for each other only in their commit); a duplicate is audited in a write session.
+        with self.db.read_session() as session:
+            if not instance_exists(session, validated.sop_instance_uid):
+                return None
         with self.db.session() as session:
             dup = find_duplicate(session, item, validated, sha)
         if dup is None:

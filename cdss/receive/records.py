@@ -28,6 +28,7 @@ __all__ = [
     "audit_refused",
     "find_duplicate",
     "insert_instance",
+    "instance_exists",
     "is_referenced",
 ]
 
@@ -109,6 +110,14 @@ def is_referenced(session: Session, spool_key: str) -> bool:
         session.execute(select(Instance.id).where(Instance.spool_key == spool_key).limit(1)).first()
         is not None
     )
+
+
+def instance_exists(session: Session, sop_instance_uid: str) -> bool:
+    """Whether an instance row with this SOP Instance UID is committed (a read, no audit)."""
+    row = session.execute(
+        select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid).limit(1)
+    ).first()
+    return row is not None
 
 
 def find_duplicate(

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from copy import deepcopy
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
@@ -194,7 +194,28 @@ class _BoundedSocket(AssociationSocket):
         if self.max_message_bytes and self.message_bytes > self.max_message_bytes:
             log.warning("message_too_long", limit=self.max_message_bytes, peer=self._peer())
             raise OSError("DIMSE message exceeds dicom.max_dataset_mb")
-        return super().recv(nr_bytes)
+        return self._recv_exactly(nr_bytes)
+
+    def _recv_exactly(self, nr_bytes: int) -> bytearray:
+        """``nr_bytes`` from the socket (fewer only when the peer closed), as pynetdicom's ``recv``.
+
+        pynetdicom 3.0 reads in 4 KiB ``recv`` calls, each one a system call and a round of the
+        GIL: an 8 MB image is 2 000 of them, and with several associations the threads convoy on
+        the GIL. This reads straight into the result buffer with ``recv_into``, taking whatever the
+        kernel holds per call (docs/operations.md, Concurrent modalities).
+        """
+        sock = cast(socket.socket, self.socket)
+        buffer = bytearray(nr_bytes)
+        nr_read = 0
+        with memoryview(buffer) as view:
+            while nr_read < nr_bytes:
+                got = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
+                if not got:
+                    break  # connection closed: return what was read, as pynetdicom does
+                nr_read += got
+        if nr_read < nr_bytes:
+            del buffer[nr_read:]
+        return buffer
 
     def _peer(self) -> str:
         try:
