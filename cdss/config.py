@@ -411,6 +411,15 @@ class ModelSettings(_Section):
         le=100,
         description="Slip below this percentage is reported as 'no listhesis' (see docs/analysis.md).",
     )
+    grade_margin_pp: float = Field(
+        2.0,
+        ge=0,
+        le=25,
+        description="A lateral level whose slip is within this many percentage points of a grade "
+        "boundary (the listhesis threshold, 25, 50, 75, 100 %) is reported 'not measured' with the "
+        "boundary as the reason, never with a grade that a small measurement error would change "
+        "(0 = off; docs/models/lumbar.md, 'Grade boundary').",
+    )
     cervical_operating_point: float | None = Field(
         None, ge=0, le=1, description="Probability threshold for 'abnormal'; empty = the model card's."
     )

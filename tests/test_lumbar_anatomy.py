@@ -15,7 +15,13 @@ import pytest
 from cdss.analysis.geometry import slip
 from cdss.analysis.lumbar.analyzer import Candidate, LumbarAnalyzer
 from cdss.analysis.lumbar.classes import ClassScheme, LumbarClassError, class_scheme
-from cdss.analysis.lumbar.quality import AbstainRule, LevelEvidence, apply_abstention, level_confidence
+from cdss.analysis.lumbar.quality import (
+    AbstainRule,
+    LevelEvidence,
+    apply_abstention,
+    apply_grade_margin,
+    level_confidence,
+)
 from cdss.analysis.lumbar.refine import refine_corners, smoothed_for_edges
 from cdss.analysis.types import LevelMeasurement, LevelStatus, MeyerdingGrade, SlipDirection, Vertebra
 
@@ -185,6 +191,44 @@ def test_consistent_evidence_keeps_the_measurement_with_its_confidence() -> None
     assert 0.8 < levels[0].confidence <= 0.92
     # more disagreement, less confidence
     assert level_confidence(LevelEvidence(0.92, 3.0, 0.6), rule) < levels[0].confidence
+
+
+@pytest.mark.parametrize(
+    ("slip_pct", "graded", "boundary"),
+    [
+        (5.9, False, "the listhesis threshold (5 %)"),  # could be a normal level
+        (-4.2, False, "the listhesis threshold (5 %)"),  # could be a grade I retrolisthesis
+        (7.5, True, ""),
+        (2.5, True, ""),
+        (26.1, False, "the grade I/II limit (25 %)"),
+        (48.4, False, "the grade II/III limit (50 %)"),
+        (60.0, True, ""),
+        (101.0, False, "the grade IV/V limit (100 %)"),
+    ],
+)
+def test_no_grade_within_the_margin_of_a_grade_boundary(slip_pct: float, graded: bool, boundary: str) -> None:
+    lv = LevelMeasurement(
+        Vertebra.L4, Vertebra.L5, LevelStatus.MEASURED, slip_percent=slip_pct, confidence=0.8
+    )
+    other = LevelMeasurement(Vertebra.L1, Vertebra.L2, LevelStatus.MISSING)
+    levels, fired = apply_grade_margin([lv, other], threshold_percent=5.0, margin_pp=2.0)
+    assert levels[1] is other
+    if graded:
+        assert fired == {} and levels[0] == lv
+        return
+    assert fired == {"L4-L5": "grade boundary"}
+    out = levels[0]
+    assert out.status is LevelStatus.NOT_MEASURED and out.slip_percent is None
+    assert out.grade is MeyerdingGrade.NONE and out.direction is SlipDirection.NONE
+    assert boundary in out.reason and out.confidence == 0.8
+    # margin 0 turns the rule off; the threshold moves the first boundary
+    assert apply_grade_margin([lv], 5.0, 0.0) == ([lv], {})
+
+
+def test_grade_margin_follows_the_listhesis_threshold() -> None:
+    lv = LevelMeasurement(Vertebra.L5, Vertebra.S1, LevelStatus.MEASURED, slip_percent=9.0)
+    assert apply_grade_margin([lv], threshold_percent=10.0, margin_pp=2.0)[1] == {"L5-S1": "grade boundary"}
+    assert apply_grade_margin([lv], threshold_percent=5.0, margin_pp=2.0)[1] == {}
 
 
 def test_abstain_rule_from_weights_metadata() -> None:

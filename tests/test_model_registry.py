@@ -45,10 +45,12 @@ def test_registry_loads_once_and_analyses() -> None:
     assert ap.view is LumbarView.AP
 
 
-def test_registry_threshold_comes_from_settings() -> None:
-    reg = ModelRegistry(ModelSettings(device="cpu", listhesis_threshold_percent=12.5))
+def test_registry_threshold_and_grade_margin_come_from_settings() -> None:
+    reg = ModelRegistry(ModelSettings(device="cpu", listhesis_threshold_percent=12.5, grade_margin_pp=0.5))
     reg.warm_up([Analysis.LUMBAR_LATERAL, Analysis.NOT_APPLICABLE])
     assert reg.get(Analysis.LUMBAR_LATERAL).threshold_percent == 12.5
+    assert reg.get(Analysis.LUMBAR_LATERAL).grade_margin_pp == 0.5
+    assert ModelSettings().grade_margin_pp == 2.0  # the documented default
 
 
 def test_not_applicable_has_no_model() -> None:

@@ -75,6 +75,16 @@ def slip(upper_corners: np.ndarray, lower_corners: np.ndarray) -> tuple[float, f
     return displacement / width * 100.0, displacement, width
 
 
+#: Upper slip limits (percent) of Meyerding grades I-IV; above the last is grade V (seed 000).
+MEYERDING_BOUNDARIES: tuple[float, ...] = (25.0, 50.0, 75.0, 100.0)
+
+
+def grade_boundaries(threshold_percent: float) -> tuple[float, ...]:
+    """Every slip magnitude (percent) where the reported grade changes: the listhesis threshold
+    (none / I) and the Meyerding limits I/II, II/III, III/IV, IV/V."""
+    return (float(threshold_percent), *MEYERDING_BOUNDARIES)
+
+
 def meyerding_grade(slip_percent: float, threshold_percent: float) -> tuple[MeyerdingGrade, SlipDirection]:
     """Meyerding grade and direction of a signed slip.
 
@@ -93,13 +103,14 @@ def meyerding_grade(slip_percent: float, threshold_percent: float) -> tuple[Meye
     if magnitude < threshold_percent:
         return MeyerdingGrade.NONE, SlipDirection.NONE
     direction = SlipDirection.ANTERIOR if slip_percent > 0 else SlipDirection.POSTERIOR
-    if magnitude <= 25.0:
+    one, two, three, four = MEYERDING_BOUNDARIES
+    if magnitude <= one:
         grade = MeyerdingGrade.I
-    elif magnitude <= 50.0:
+    elif magnitude <= two:
         grade = MeyerdingGrade.II
-    elif magnitude <= 75.0:
+    elif magnitude <= three:
         grade = MeyerdingGrade.III
-    elif magnitude <= 100.0:
+    elif magnitude <= four:
         grade = MeyerdingGrade.IV
     else:
         grade = MeyerdingGrade.V

@@ -77,7 +77,10 @@ def _lumbar(view: LumbarView) -> AnalysisSpec:
     return AnalysisSpec(
         key=lambda s: f"lumbar:{_lumbar_weights(s, ap) or 'shipped'}",
         load=lambda s: LumbarAnalyzer.load(
-            _lumbar_weights(s, ap), s.device, threshold_percent=s.listhesis_threshold_percent
+            _lumbar_weights(s, ap),
+            s.device,
+            threshold_percent=s.listhesis_threshold_percent,
+            grade_margin_pp=s.grade_margin_pp,
         ),
         batch=lambda model, items: list(model.analyse_batch([(ds, view) for ds, _ in items])),
     )

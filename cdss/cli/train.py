@@ -154,6 +154,12 @@ def evaluate_lumbar_cmd(
     out: Path = typer.Option(Path("var/eval/lumbar"), "--out", help="Where metrics.json and plots go."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threshold: float = typer.Option(5.0, "--threshold", help="Listhesis threshold, percent."),
+    grade_margin: float = typer.Option(
+        2.0,
+        "--grade-margin",
+        min=0.0,
+        help="No grade within this many pp of a grade boundary (the node's models.grade_margin_pp; 0 = off).",
+    ),
     skip_map: bool = typer.Option(False, "--skip-map", help="Skip the Ultralytics box/mask mAP validation."),
     trained_on: list[str] = typer.Option(
         [],
@@ -179,7 +185,15 @@ def evaluate_lumbar_cmd(
             if not sep or not fam or not path:
                 raise typer.BadParameter(f"--logo {item!r}: expected FAMILY=WEIGHTS, e.g. A=best.pt")
             models[fam.strip().upper()] = Path(path)
-        report = evaluate_logo(data, models, out=out, device=device, threshold_percent=threshold, limit=limit)
+        report = evaluate_logo(
+            data,
+            models,
+            out=out,
+            device=device,
+            threshold_percent=threshold,
+            grade_margin_pp=grade_margin,
+            limit=limit,
+        )
         render_logo(report, console)
         console.print(f"report: {out / 'logo.json'}")
         return
@@ -189,6 +203,7 @@ def evaluate_lumbar_cmd(
         out=out,
         device=device,
         threshold_percent=threshold,
+        grade_margin_pp=grade_margin,
         with_map=not skip_map,
         trained_on={f.upper() for f in trained_on} or None,
         limit=limit,

@@ -48,7 +48,7 @@ from cdss.analysis._ultralytics import load_yolo
 from cdss.analysis.lumbar.analyzer import INPUT_SIDE, SHIPPED_WEIGHTS, LumbarAnalyzer
 from cdss.analysis.lumbar.classes import ClassScheme
 from cdss.analysis.lumbar.measure import Found
-from cdss.analysis.lumbar.quality import AbstainRule
+from cdss.analysis.lumbar.quality import DEFAULT_GRADE_MARGIN_PP, AbstainRule
 from cdss.analysis.pixels import display_image
 from cdss.analysis.types import LevelStatus, LumbarView, MeyerdingGrade
 from cdss.train.datasets import SYNTHETIC_GENERATORS, iter_synthetic, write_yolo_dataset
@@ -90,7 +90,15 @@ CROSS_TARGETS: dict[str, tuple[float, str]] = {
 }
 STANDARD_VARIANTS = {"standard"}
 #: Inference settings :func:`evaluate_lumbar` may override (attributes of the analyzer).
-SETTINGS = {"imgsz", "spine_crop", "flip_average", "edge_refine", "torch_threads", "abstain"}
+SETTINGS = {
+    "imgsz",
+    "spine_crop",
+    "flip_average",
+    "edge_refine",
+    "torch_threads",
+    "abstain",
+    "grade_margin_pp",
+}
 
 
 def _hard_targets() -> dict[str, float]:
@@ -298,6 +306,7 @@ def evaluate_lumbar(
     out: Path = Path("var/eval/lumbar"),
     device: str = "auto",
     threshold_percent: float = 5.0,
+    grade_margin_pp: float = DEFAULT_GRADE_MARGIN_PP,
     with_map: bool = True,
     with_plots: bool = True,
     settings: dict[str, Any] | None = None,
@@ -338,7 +347,9 @@ def evaluate_lumbar(
     if limit:
         items = items[:limit]
     if analyzer is None:
-        analyzer = LumbarAnalyzer.load(weights, device, threshold_percent=threshold_percent)
+        analyzer = LumbarAnalyzer.load(
+            weights, device, threshold_percent=threshold_percent, grade_margin_pp=grade_margin_pp
+        )
     for key, value in (settings or {}).items():
         if key not in SETTINGS:
             raise ValueError(f"unknown lumbar inference setting {key!r}; choose from {sorted(SETTINGS)}")
@@ -408,6 +419,7 @@ def evaluate_lumbar(
             "flip_average": analyzer.flip_average,
             "edge_refine": analyzer.edge_refine,
             "abstain": analyzer.abstain.__dict__,
+            "grade_margin_pp": analyzer.grade_margin_pp,
         },
         "device": analyzer.device,
         "data": [str(d) for d in ([data] if isinstance(data, str | Path) else data)],
@@ -514,6 +526,7 @@ def evaluate_logo(
     out: Path = Path("var/eval/lumbar-logo"),
     device: str = "auto",
     threshold_percent: float = 5.0,
+    grade_margin_pp: float = DEFAULT_GRADE_MARGIN_PP,
     settings: dict[str, Any] | None = None,
     limit: int = 0,
 ) -> dict[str, Any]:
@@ -540,6 +553,7 @@ def evaluate_logo(
             "flip_average": shipped.flip_average,
             "edge_refine": shipped.edge_refine,
             "abstain": shipped.abstain.__dict__,
+            "grade_margin_pp": grade_margin_pp,
         }
         if shipped is not None
         else {}

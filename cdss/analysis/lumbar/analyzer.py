@@ -49,7 +49,13 @@ from cdss.analysis.lumbar.orientation import (
     anterior_from_patient_orientation,
     anterior_from_posterior_elements,
 )
-from cdss.analysis.lumbar.quality import AbstainRule, LevelEvidence, apply_abstention
+from cdss.analysis.lumbar.quality import (
+    DEFAULT_GRADE_MARGIN_PP,
+    AbstainRule,
+    LevelEvidence,
+    apply_abstention,
+    apply_grade_margin,
+)
 from cdss.analysis.lumbar.refine import refine_corners, smoothed_for_edges
 from cdss.analysis.pixels import display_image, to_uint8
 from cdss.analysis.types import (
@@ -151,6 +157,7 @@ class LumbarAnalyzer:
         flip_average: bool = False,
         edge_refine: bool = False,
         abstain: AbstainRule | None = None,
+        grade_margin_pp: float = DEFAULT_GRADE_MARGIN_PP,
     ) -> None:
         self._model = model
         self.torch_threads = 0  # > 0: CPU threads for inference (re-applied: Ultralytics resets them)
@@ -163,12 +170,18 @@ class LumbarAnalyzer:
         self.device = device
         self.imgsz = imgsz
         self.threshold_percent = threshold_percent
+        self.grade_margin_pp = grade_margin_pp  # no grade within this of a grade boundary (quality.py)
         self._lock = threading.Lock()  # Ultralytics predictors keep per-call state
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(
-        cls, weights: Path | None = None, device: str = "auto", *, threshold_percent: float = 5.0
+        cls,
+        weights: Path | None = None,
+        device: str = "auto",
+        *,
+        threshold_percent: float = 5.0,
+        grade_margin_pp: float = DEFAULT_GRADE_MARGIN_PP,
     ) -> LumbarAnalyzer:
         """Load the shipped model (``weights=None``) or any Ultralytics YOLO segmentation ``.pt``.
 
@@ -183,6 +196,10 @@ class LumbarAnalyzer:
         threshold_percent
             Slip magnitude below which a level is "no listhesis" (settings
             ``models.listhesis_threshold_percent``).
+        grade_margin_pp
+            No grade is reported for a slip within this many percentage points of a grade
+            boundary (settings ``models.grade_margin_pp``;
+            :func:`~cdss.analysis.lumbar.quality.apply_grade_margin`).
         """
         path = Path(weights) if weights is not None else SHIPPED_WEIGHTS
         if weights is None and not path.exists():
@@ -232,6 +249,7 @@ class LumbarAnalyzer:
             flip_average=bool(meta.get("flip_average", False)),
             edge_refine=bool(meta.get("edge_refine", False)),
             abstain=AbstainRule.from_mapping(meta.get("abstain")),
+            grade_margin_pp=grade_margin_pp,
         )
 
     def warm_up(self) -> None:
@@ -485,6 +503,9 @@ class LumbarAnalyzer:
             levels, by_label, first, second, mask_corners if refined_any else None, naming
         )
         levels, fired = apply_abstention(levels, evidence, self.abstain)
+        if view is LumbarView.LATERAL:  # AP levels carry no grade
+            levels, near_boundary = apply_grade_margin(levels, self.threshold_percent, self.grade_margin_pp)
+            fired |= near_boundary
         if naming.reason:
             notes.append(naming.reason)
         if naming.chain is not None:

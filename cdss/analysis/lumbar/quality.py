@@ -23,6 +23,12 @@ image                       at least ``max_failed_levels`` other levels of the s
                             trusted on its remaining levels either
 ==========================  ==================================================================
 
+A last rule is about the grade, not the segmentation (:func:`apply_grade_margin`): a level whose
+slip lies within ``grade_margin_pp`` of a grade boundary (the listhesis threshold, 25, 50, 75,
+100 %) is not graded, because a measurement error of that size would change the grade. It does not
+count towards the image rule (the segmentation is not in doubt), and it is a reporting policy
+like the listhesis threshold (``models.grade_margin_pp``), applied to any weights.
+
 The confidence is the detection confidence multiplied by ``1 / (1 + (Δ / scale)²)`` for each
 disagreement Δ (mirror, edge) that was measured: 1.0 for two confident, mutually consistent
 segmentations, falling towards 0 as they disagree. The thresholds were chosen on validation
@@ -34,9 +40,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from cdss.analysis.geometry import grade_boundaries
 from cdss.analysis.types import LevelMeasurement, LevelStatus, MeyerdingGrade, SlipDirection
 
-__all__ = ["AbstainRule", "LevelEvidence", "apply_abstention", "level_confidence"]
+__all__ = [
+    "DEFAULT_GRADE_MARGIN_PP",
+    "AbstainRule",
+    "LevelEvidence",
+    "apply_abstention",
+    "apply_grade_margin",
+    "level_confidence",
+]
+
+
+#: Default of ``models.grade_margin_pp``, percentage points: chosen on validation images of both
+#: synthetic families (docs/models/lumbar.md, "Grade boundary"), about the slip MAE of family B.
+DEFAULT_GRADE_MARGIN_PP = 2.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +185,61 @@ def apply_abstention(
             if lv.status is LevelStatus.MEASURED:
                 fired[lv.name] = "image"
                 out[i] = _not_measured(lv, reason, lv.confidence or 0.0)
+    return out, fired
+
+
+def apply_grade_margin(
+    levels: list[LevelMeasurement], threshold_percent: float, margin_pp: float
+) -> tuple[list[LevelMeasurement], dict[str, str]]:
+    """Do not grade a level whose slip is within ``margin_pp`` of a grade boundary.
+
+    Parameters
+    ----------
+    levels
+        Levels after :func:`apply_abstention`; only ``MEASURED`` lateral levels (those with a
+        slip) are checked.
+    threshold_percent
+        The listhesis threshold, percent (the none / grade I boundary).
+    margin_pp
+        Half-width of the band around each boundary, percentage points; 0 turns the rule off.
+
+    Returns
+    -------
+    (levels, fired)
+        The new levels (a level in a band becomes ``NOT_MEASURED``, keeping its confidence, with
+        the boundary named in the reason), and level name → ``"grade boundary"``.
+    """
+    if margin_pp <= 0:
+        return list(levels), {}
+    bounds = grade_boundaries(threshold_percent)
+    names = {bounds[0]: "the listhesis threshold"} | dict(
+        zip(
+            bounds[1:],
+            (
+                "the grade I/II limit",
+                "the grade II/III limit",
+                "the grade III/IV limit",
+                "the grade IV/V limit",
+            ),
+            strict=True,
+        )
+    )
+    out: list[LevelMeasurement] = []
+    fired: dict[str, str] = {}
+    for lv in levels:
+        if lv.status is not LevelStatus.MEASURED or lv.slip_percent is None:
+            out.append(lv)
+            continue
+        near = min(bounds, key=lambda b: abs(abs(lv.slip_percent or 0.0) - b))
+        if abs(abs(lv.slip_percent) - near) >= margin_pp:
+            out.append(lv)
+            continue
+        fired[lv.name] = "grade boundary"
+        reason = (
+            f"slip within {margin_pp:g} pp of {names[near]} ({near:g} %): a measurement error of "
+            "that size would change the grade, so none is reported"
+        )
+        out.append(_not_measured(lv, reason, lv.confidence if lv.confidence is not None else 0.0))
     return out, fired
 
 
