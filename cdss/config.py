@@ -423,7 +423,12 @@ class ModelSettings(_Section):
     cervical_operating_point: float | None = Field(
         None, ge=0, le=1, description="Probability threshold for 'abnormal'; empty = the model card's."
     )
-    torch_threads: int = Field(0, ge=0, description="CPU threads for inference (0 = all cores).")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads per inference (0 = the cores divided among jobs.workers: 2 threads for one "
+        "worker on 2 cores, 1 each for two).",
+    )
     ultralytics_dir: Path | None = Field(
         None,
         description="Directory for Ultralytics' settings, fonts and run folders (it never downloads "

@@ -296,7 +296,7 @@ class Node:
     def _make_registry(self) -> Any:
         if self._registry_factory is not None:
             return self._registry_factory()
-        return ModelRegistry(self.settings.models)
+        return ModelRegistry(self.settings.models, workers=self.settings.jobs.workers)
 
     def _warm_up(self) -> None:
         started = time.monotonic()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import pydicom
 import pytest
+import torch
 
 from cdss.analysis.registry import ModelRegistry, NotAnalysableError
 from cdss.analysis.types import LevelStatus, LumbarResult, LumbarView
@@ -57,3 +59,17 @@ def test_not_applicable_has_no_model() -> None:
     reg = ModelRegistry(ModelSettings(device="cpu"))
     with pytest.raises(NotAnalysableError):
         reg.get(Analysis.NOT_APPLICABLE)
+
+
+def test_inference_threads_share_the_cores_among_workers() -> None:
+    """models.torch_threads = 0: the cores divided among jobs.workers (Ultralytics alone would
+    leave one thread on two cores); a set value wins."""
+    cores = os.cpu_count() or 1
+    assert ModelRegistry(ModelSettings(device="cpu")).torch_threads() == cores
+    assert ModelRegistry(ModelSettings(device="cpu"), workers=2).torch_threads() == max(1, cores // 2)
+    assert ModelRegistry(ModelSettings(device="cpu"), workers=64).torch_threads() == 1
+    assert ModelRegistry(ModelSettings(device="cpu", torch_threads=3), workers=2).torch_threads() == 3
+    reg = ModelRegistry(ModelSettings(device="cpu"), workers=1)
+    reg.warm_up([Analysis.LUMBAR_LATERAL])
+    assert reg.get(Analysis.LUMBAR_LATERAL).torch_threads == cores
+    assert torch.get_num_threads() == cores  # re-applied after Ultralytics' device selection

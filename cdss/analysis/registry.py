@@ -22,6 +22,7 @@ loads the same way, once per process and weights file: ``reg.view_classifier(wei
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,10 +115,14 @@ class ModelRegistry:
     ----------
     settings
         The ``[models]`` settings (weights paths, device, threshold, CPU threads).
+    workers
+        Analysis threads of this process that share the cores (``jobs.workers``): with
+        ``models.torch_threads = 0`` each inference uses ``cpu_count // workers`` threads.
     """
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: ModelSettings, workers: int = 1) -> None:
         self.settings = settings
+        self.workers = max(1, int(workers))
         configure_ultralytics(settings.ultralytics_dir)
         self._models: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -129,10 +134,16 @@ class ModelRegistry:
 
     def _load(self, analysis: Analysis) -> Any:
         model = _spec(analysis).load(self.settings)
-        if self.settings.torch_threads > 0 and hasattr(model, "torch_threads"):
+        if hasattr(model, "torch_threads"):
             # Ultralytics' select_device resets torch's thread count: the analyzer re-applies ours.
-            model.torch_threads = self.settings.torch_threads
+            model.torch_threads = self.torch_threads()
         return model
+
+    def torch_threads(self) -> int:
+        """CPU threads per inference: ``models.torch_threads``, or the cores shared among workers."""
+        if self.settings.torch_threads > 0:
+            return int(self.settings.torch_threads)
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
     def get(self, analysis: Analysis) -> Any:
         """The loaded analyzer for ``analysis`` (loads it on first call)."""

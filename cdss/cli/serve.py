@@ -88,7 +88,7 @@ def worker(
     def factory() -> WorkerContext:
         db = Database(settings.database.url, pool_size=settings.database.pool_size)
         spool = Spool(settings.storage)
-        registry = ModelRegistry(settings.models)
+        registry = ModelRegistry(settings.models, workers=settings.jobs.workers)
         ctx = PipelineContext(settings, db, spool, registry)
         return WorkerContext(
             db, settings.jobs, make_processor(ctx), prepare=lambda: registry.warm_up(list(WARM_UP))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +161,9 @@ class LumbarAnalyzer:
         grade_margin_pp: float = DEFAULT_GRADE_MARGIN_PP,
     ) -> None:
         self._model = model
-        self.torch_threads = 0  # > 0: CPU threads for inference (re-applied: Ultralytics resets them)
+        # CPU threads for inference, re-applied before every call because Ultralytics' device
+        # selection resets torch to cpu_count - 1 (one thread on two cores); 0 = every core.
+        self.torch_threads = 0
         self.scheme = scheme
         self.spine_crop = spine_crop
         self.flip_average = flip_average  # also segment the final pass mirrored, average the corners
@@ -260,9 +263,10 @@ class LumbarAnalyzer:
     # ------------------------------------------------------------------ inference
     def _predict(self, images: list[np.ndarray], imgsz: int | None = None) -> list[Any]:
         with self._lock:
-            if self.torch_threads > 0 and torch.get_num_threads() != self.torch_threads:
-                torch.set_num_threads(self.torch_threads)
-            return list(
+            wanted = self.torch_threads or os.cpu_count() or 1
+            if torch.get_num_threads() != wanted:
+                torch.set_num_threads(wanted)
+            results = list(
                 self._model.predict(
                     images,
                     imgsz=imgsz or self.imgsz,
@@ -273,6 +277,9 @@ class LumbarAnalyzer:
                     batch=max(1, len(images)),
                 )
             )
+            if torch.get_num_threads() != wanted:  # the first call selects the device and resets it
+                torch.set_num_threads(wanted)
+            return results
 
     @staticmethod
     def prepare(ds_or_image: Dataset | np.ndarray) -> _Prepared:
