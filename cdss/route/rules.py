@@ -196,10 +196,14 @@ class RouteEvidence:
             except ValueError:
                 return default
 
-        c = data.get("classifier") if isinstance(data.get("classifier"), Mapping) else {}
-        th = data.get("thresholds") if isinstance(data.get("thresholds"), Mapping) else {}
-        tags = data.get("tags") if isinstance(data.get("tags"), list) else []
-        probs = c.get("probabilities") if isinstance(c.get("probabilities"), Mapping) else {}
+        def mapping(v: Any) -> Mapping[str, Any]:
+            return v if isinstance(v, Mapping) else {}
+
+        c = mapping(data.get("classifier"))
+        th = mapping(data.get("thresholds"))
+        raw_tags = data.get("tags")
+        tags: list[Any] = raw_tags if isinstance(raw_tags, list) else []
+        probs = mapping(c.get("probabilities"))
         tag_analysis = text(data.get("tag_analysis"))
         return cls(
             rule=enum(DecisionRule, data.get("rule"), DecisionRule.TAGS),
