@@ -235,10 +235,8 @@ def apply_grade_margin(
             out.append(lv)
             continue
         fired[lv.name] = "grade boundary"
-        reason = (
-            f"slip within {margin_pp:g} pp of {names[near]} ({near:g} %): a measurement error of "
-            "that size would change the grade, so none is reported"
-        )
+        # Short: it is the line shown beside the level on the image (GSPS, SC, OHIF).
+        reason = f"slip within {margin_pp:g} pp of {names[near]} ({near:g} %), grade uncertain"
         out.append(_not_measured(lv, reason, lv.confidence if lv.confidence is not None else 0.0))
     return out, fired
 
