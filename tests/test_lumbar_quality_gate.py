@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from cdss.analysis.geometry import grade_boundaries
 from cdss.analysis.lumbar.analyzer import MANIFEST, SHIPPED_WEIGHTS
+from cdss.config import ModelSettings
 from cdss.train.evaluate import evaluate_lumbar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +62,13 @@ def test_shipped_weights_match_their_manifest() -> None:
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("gate")
+def gate_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gate")
+
+
+@pytest.fixture(scope="module")
+def shipped(gate_out: Path) -> dict:
+    out = gate_out
     return evaluate_lumbar(
         list(HELDOUT.values()), weights=None, out=out, device="cpu", with_map=False, with_plots=False
     )
@@ -86,6 +93,19 @@ def test_shipped_model_on_each_family(shipped: dict, family: str) -> None:
 def test_shipped_model_never_reports_a_grade_for_a_level_it_did_not_measure(shipped: dict) -> None:
     cm = shipped["variants"]["all"]["confusion_matrix"]
     assert cm["columns_predicted"][-1] == "missing"  # unmeasured levels are counted apart, never graded
+
+
+def test_no_grade_within_the_grade_margin_of_a_boundary(shipped: dict, gate_out: Path) -> None:
+    """The analysis as the node runs it (default models.grade_margin_pp) never reports a grade for
+    a slip within the margin of a grade boundary, and the rule does fire on these sets."""
+    margin = shipped["settings"]["grade_margin_pp"]
+    assert margin == ModelSettings().grade_margin_pp > 0
+    bounds = grade_boundaries(shipped["listhesis_threshold_percent"])
+    levels = json.loads((gate_out / "levels.json").read_text())
+    measured = [lv for lv in levels if lv["status"] == "measured" and lv["slip"] is not None]
+    assert measured
+    assert all(min(abs(abs(lv["slip"]) - b) for b in bounds) >= margin for lv in measured)
+    assert any("of the listhesis threshold" in lv["reason"] for lv in levels)
 
 
 @pytest.mark.parametrize(("trained", "tested"), [("A", "B")])

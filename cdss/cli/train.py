@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from cdss.cli import train_view
+from cdss.config import ModelSettings
 
 __all__ = ["evaluate_app", "register", "train_app"]
 
@@ -155,7 +156,7 @@ def evaluate_lumbar_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     threshold: float = typer.Option(5.0, "--threshold", help="Listhesis threshold, percent."),
     grade_margin: float = typer.Option(
-        2.0,
+        ModelSettings().grade_margin_pp,
         "--grade-margin",
         min=0.0,
         help="No grade within this many pp of a grade boundary (the node's models.grade_margin_pp; 0 = off).",

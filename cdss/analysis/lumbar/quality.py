@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 
 from cdss.analysis.geometry import grade_boundaries
 from cdss.analysis.types import LevelMeasurement, LevelStatus, MeyerdingGrade, SlipDirection
+from cdss.config import ModelSettings
 
 __all__ = [
     "DEFAULT_GRADE_MARGIN_PP",
@@ -53,9 +54,19 @@ __all__ = [
 ]
 
 
-#: Default of ``models.grade_margin_pp``, percentage points: chosen on validation images of both
-#: synthetic families (docs/models/lumbar.md, "Grade boundary"), about the slip MAE of family B.
-DEFAULT_GRADE_MARGIN_PP = 2.0
+#: Default of ``models.grade_margin_pp`` (read from the settings model, the one place it is set),
+#: percentage points: chosen on validation images of both synthetic families (docs/models/lumbar.md,
+#: "Grade boundary"), about the slip MAE of family B.
+DEFAULT_GRADE_MARGIN_PP: float = float(ModelSettings.model_fields["grade_margin_pp"].default)
+
+#: Names of the grade boundaries of :func:`~cdss.analysis.geometry.grade_boundaries`, in order.
+_BOUNDARY_NAMES = (
+    "the listhesis threshold",
+    "the grade I/II limit",
+    "the grade II/III limit",
+    "the grade III/IV limit",
+    "the grade IV/V limit",
+)
 
 
 @dataclass(frozen=True)
@@ -212,31 +223,20 @@ def apply_grade_margin(
     if margin_pp <= 0:
         return list(levels), {}
     bounds = grade_boundaries(threshold_percent)
-    names = {bounds[0]: "the listhesis threshold"} | dict(
-        zip(
-            bounds[1:],
-            (
-                "the grade I/II limit",
-                "the grade II/III limit",
-                "the grade III/IV limit",
-                "the grade IV/V limit",
-            ),
-            strict=True,
-        )
-    )
     out: list[LevelMeasurement] = []
     fired: dict[str, str] = {}
     for lv in levels:
         if lv.status is not LevelStatus.MEASURED or lv.slip_percent is None:
             out.append(lv)
             continue
-        near = min(bounds, key=lambda b: abs(abs(lv.slip_percent or 0.0) - b))
-        if abs(abs(lv.slip_percent) - near) >= margin_pp:
+        magnitude = abs(lv.slip_percent)
+        i = min(range(len(bounds)), key=lambda k: abs(magnitude - bounds[k]))
+        if abs(magnitude - bounds[i]) >= margin_pp:
             out.append(lv)
             continue
         fired[lv.name] = "grade boundary"
         # Short: it is the line shown beside the level on the image (GSPS, SC, OHIF).
-        reason = f"slip within {margin_pp:g} pp of {names[near]} ({near:g} %), grade uncertain"
+        reason = f"slip within {margin_pp:g} pp of {_BOUNDARY_NAMES[i]} ({bounds[i]:g} %), grade uncertain"
         out.append(_not_measured(lv, reason, lv.confidence if lv.confidence is not None else 0.0))
     return out, fired
 
