@@ -124,7 +124,7 @@ def test_children_do_not_outlive_a_killed_node(tmp_path: Path) -> None:
     deadline = time.monotonic() + 30
     while _accepts(node.dicom_port) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _accepts(node.dicom_port), "a receiver process outlived its node"
+    assert not _accepts(node.dicom_port), f"a receiver process outlived its node:\n{node.log()[-4000:]}"
     # A restarted node gets the port to itself again.
     node.start()
     r = storescu(_images(tmp_path, 1, 2)[0], node.dicom_port)

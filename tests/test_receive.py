@@ -8,6 +8,8 @@ dataset as sent).
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,33 @@ def test_c_echo(tmp_path: Path) -> None:
         proc = echoscu(node)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Received Echo Response (Success)" in proc.stdout + proc.stderr
+
+
+def test_stop_frees_the_port_even_when_the_accept_loop_is_stuck(tmp_path: Path) -> None:
+    # Seen in CI: an orphaned child receiver waited in socketserver's unbounded shutdown() while
+    # its port still accepted. Here the accept loop is held in service_actions() on purpose.
+    hold = threading.Event()
+    with run_node(tmp_path) as node:
+        server = node.receiver._server
+        assert server is not None
+        port = node.port
+        stuck = threading.Event()
+
+        def stuck_loop() -> None:
+            stuck.set()
+            hold.wait()
+
+        server.service_actions = stuck_loop  # type: ignore[method-assign]
+        assert stuck.wait(timeout=30)
+        stopper = threading.Thread(target=node.receiver.stop)
+        stopper.start()
+        stopper.join(timeout=60)
+        try:
+            assert not stopper.is_alive(), "Receiver.stop() waited for a stuck accept loop"
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        finally:
+            hold.set()
 
 
 def test_store_dx_cr_and_sc_classes(tmp_path: Path, db_url: str) -> None:

@@ -292,6 +292,10 @@ class _ReusePortAssociationServer(_AssociationServer):
         super().server_bind()
 
 
+#: Seconds :meth:`Receiver.stop` waits for the accept loop to end (it polls every 0.5 s).
+_SERVER_STOP_WAIT_S = 5.0
+
+
 def _sanitize(text: str, limit: int = 64) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
@@ -464,10 +468,27 @@ class Receiver:
         self.ingestor.close()
         if server is None or ae is None:
             return
-        server.shutdown()
+        # Stop listening first: from here on the kernel hands new connections only to the other
+        # processes on the port (or refuses them), whatever the accept loop below still does.
+        listener = server.socket
+        with contextlib.suppress(OSError):
+            if listener is not None:
+                listener.shutdown(socket.SHUT_RDWR)
+        # socketserver's shutdown() waits without a limit for the accept loop to notice; a child
+        # receiver under load was seen waiting there for more than 20 s, so the wait is bounded.
+        stopper = threading.Thread(target=server.shutdown, name="cdss-dicom-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout=_SERVER_STOP_WAIT_S)
+        if stopper.is_alive():
+            log.warning(
+                "dicom accept loop did not stop in time; its socket is closed", wait_s=_SERVER_STOP_WAIT_S
+            )
+            with contextlib.suppress(OSError):
+                if listener is not None:
+                    listener.close()
         for assoc in list(server.active_associations):
             assoc.abort()
-        if thread is not None:
+        if thread is not None and not stopper.is_alive():
             thread.join(timeout=10)
         log.info("dicom_stopped")
 
