@@ -9,7 +9,7 @@ draws RSS, open files, threads and queue depth over time.
 Usage::
 
     python bench/soak.py                         # 5 minutes at 2x (plus the drain)
-    python bench/soak.py --minutes 60 --json soak.json --plot docs/images/soak.png   # the documented hour
+    python bench/soak.py --minutes 60 --json docs/bench/soak60.json --plot docs/images/soak-60min.png   # the documented hour
 """
 
 from __future__ import annotations
