@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cdss.db import Instance, Job
 from cdss.metrics import INSTANCES_RECEIVED
@@ -72,24 +72,41 @@ def test_concurrent_senders_over_two_processes_store_everything_once(tmp_path: P
 
 
 def test_a_child_killed_mid_push_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
-    batches = _images(tmp_path, senders=4, per_sender=6, rows=1024)
+    batches = _images(tmp_path, senders=4, per_sender=10, rows=1024)
     uid_of = {f: str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for b in batches for f in b}
     with run_node(tmp_path, dicom={"receiver_processes": 2}) as node:
         pool = node.receiver._pool
         assert pool is not None
         (child,) = pool.pids()
-        killer = threading.Timer(0.4, lambda: os.kill(child, signal.SIGKILL))
+        total = len(uid_of)
+        stored_at_kill: list[int] = []
+
+        def stored_count() -> int:
+            with node.db.read_session() as s:  # never takes the writer lock the receivers need
+                return int(s.execute(select(func.count()).select_from(Instance)).scalar_one())
+
+        def kill_mid_push() -> None:
+            # Kill on evidence that the push is under way (a few images stored), not after a fixed
+            # delay: on a fast machine the whole push can end before any timer fires.
+            deadline = time.monotonic() + 60
+            while stored_count() < 3 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            stored_at_kill.append(stored_count())
+            os.kill(child, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_mid_push)
         killer.start()
         with ThreadPoolExecutor(len(batches)) as ex:
             reports = list(ex.map(lambda i: storescu(batches[i], node.port, aet=f"MOD{i}"), range(4)))
         killer.join()
+        assert stored_at_kill and stored_at_kill[0] < total, "the child was not killed mid-push"
         acknowledged = {uid_of[f] for r in reports for f in r.acknowledged}
         with node.db.session() as s:
             stored = set(s.execute(select(Instance.sop_instance_uid)).scalars())
         assert acknowledged <= stored
         # The supervisor starts the child again; the modalities re-send what was not acknowledged.
         deadline = time.monotonic() + 60
-        while node.receiver.processes < 2 and time.monotonic() < deadline:
+        while (node.receiver.processes < 2 or child in pool.pids()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert node.receiver.processes == 2 and child not in pool.pids()
         for r in reports:
