@@ -93,6 +93,34 @@ JS_IMAGE_SHOWN = """(sop) => {
     } catch (e) { return false; }
   });
 }"""
+# What OHIF holds when an SR does not show: the viewports (display sets, current image) and the
+# annotations cornerstone3D has per tool, to tell "not loaded" from "loaded but not drawn".
+JS_VIEWER_STATE = """() => {
+  const out = {};
+  try {
+    const grid = window.services.viewportGridService.getState();
+    out.viewports = [...grid.viewports.values()].map(v => ({
+      id: v.viewportId, displaySets: v.displaySetInstanceUIDs,
+      modalities: v.displaySetInstanceUIDs.map(
+        u => (window.services.displaySetService.getDisplaySetByUID(u) || {}).Modality),
+    }));
+  } catch (e) { out.viewports = String(e); }
+  try {
+    out.images = window.cornerstone.getRenderingEngines()[0].getViewports().map(
+      v => [v.id, v.type, (v.getCurrentImageId && v.getCurrentImageId()) || null]);
+  } catch (e) { out.images = String(e); }
+  try {
+    const tools = {};
+    for (const a of window.cornerstoneTools.annotation.state.getAllAnnotations()) {
+      const t = a.metadata.toolName;
+      tools[t] = tools[t] || {n: 0, images: []};
+      tools[t].n += 1;
+      if (!tools[t].images.includes(a.metadata.referencedImageId)) tools[t].images.push(a.metadata.referencedImageId);
+    }
+    out.annotations = tools;
+  } catch (e) { out.annotations = String(e); }
+  return out;
+}"""
 JS_TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
 
 
@@ -191,10 +219,10 @@ def viewer(study: Study, ohif_study: Study, tmp_path_factory: pytest.TempPathFac
             log.close()
 
 
-@pytest.fixture
-def session(viewer: Viewer) -> Iterator[Session]:
+def _new_page(viewer: Viewer, s: Session) -> None:
+    """Give the session a fresh page in its own browser context (no storage, cache or JS state
+    shared with an earlier page), logging its console and any off-origin request into ``s``."""
     page = viewer.browser.new_page(viewport=WINDOW, device_scale_factor=1)
-    s = Session(page)
     page.on("console", lambda m: s.console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: s.console.append(f"pageerror: {e}"))
 
@@ -204,10 +232,17 @@ def session(viewer: Viewer) -> Iterator[Session]:
             s.off_origin.append(url)
 
     page.on("request", on_request)
+    s.page = page
+
+
+@pytest.fixture
+def session(viewer: Viewer) -> Iterator[Session]:
+    s = Session(page=None)
+    _new_page(viewer, s)
     try:
         yield s
     finally:
-        page.close()
+        s.page.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,9 +258,11 @@ def _open_study(viewer: Viewer, s: Session, study: Study | None = None) -> None:
 
 
 def _open_series(s: Session, ds: Dataset) -> None:
-    """Double-click the study-browser entry of a derived series (SEG/SR/PR have no thumbnail image)."""
+    """Double-click the study-browser entry of a derived series (SEG/SR/PR have no thumbnail image),
+    once the viewer has stopped fetching (its metadata and the image are in)."""
     entry = s.page.locator("[data-cy=study-browser-thumbnail-no-image]", has_text=str(ds.SeriesDescription))
     entry.first.wait_for(timeout=LOAD_TIMEOUT_MS)
+    s.page.wait_for_load_state("networkidle", timeout=LOAD_TIMEOUT_MS)
     entry.first.dblclick()
 
 
@@ -413,25 +450,19 @@ def test_ohif_renders_dx_and_displays_cdss_sr_overlay(viewer: Viewer, session: S
     assert {
         f"Finding site: {v.label.value} vertebra" for v in study.result.vertebrae if v.label.value != "S1"
     } <= set(labels)
-    # OHIF 3.13.2 sometimes loads the SR without drawing it when the double-click races the
-    # viewport's own loading (1 run in ~5 here; console "Measurement is preview, skipping...");
-    # a second double-click does not help, reloading the study does. Up to three tries.
-    for attempt in range(3):
-        if attempt:
-            _open_study(viewer, s)
-        _open_series(s, sr)
-        try:
-            expect(s.page.locator("svg text", has_text=findings[0]).first).to_be_visible(
-                timeout=LOAD_TIMEOUT_MS // 3 if attempt < 2 else LOAD_TIMEOUT_MS
-            )
-            break
-        except AssertionError as exc:
-            if attempt == 2:
-                _keep_screenshot(s)
-                texts = s.page.locator("svg text").all_text_contents()
-                raise AssertionError(
-                    f"{findings[0]!r} not shown; SVG texts {texts}; console {s.console[-30:]}"
-                ) from exc
+    # Opened as a reader would, with no interaction afterwards. OHIF 3.13.2 on its own draws a
+    # freshly loaded SR only at the next render (no text in ~3 of 4 quick opens here); the
+    # viewer's app-config.js re-renders such a viewport (docs/viewer.md), which this checks.
+    _open_series(s, sr)
+    try:
+        expect(s.page.locator("svg text", has_text=findings[0]).first).to_be_visible(timeout=LOAD_TIMEOUT_MS)
+    except AssertionError as exc:
+        _keep_screenshot(s)
+        state = s.page.evaluate(JS_VIEWER_STATE)
+        texts = s.page.locator("svg text").all_text_contents()
+        raise AssertionError(
+            f"{findings[0]!r} not shown; SVG texts {texts}; OHIF state {state}; console {s.console[-30:]}"
+        ) from exc
     s.page.evaluate(JS_TWO_FRAMES)
     _keep_screenshot(s)
     # Every line of every drawn group, as visible SVG text on the viewport (each once per group).

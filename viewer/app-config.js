@@ -34,7 +34,47 @@ function cdssMeasurement(measurement) {
   if (!measurement.coords || !measurement.coords.length) {
     measurement.coords = [{}];
   }
+  renderSoon();
   return measurement;
+}
+
+// 3. OHIF 3.13.2 adds an SR's annotations to cornerstone3D without making sure the viewport
+//    draws them: on most first opens of a cdss SR here the image is shown and the annotations
+//    are in cornerstone's state on that very image, but nothing is drawn until the next render
+//    (a scroll, a window/level drag). A render right after the groups are added is too early
+//    (measured: still nothing drawn 3 s later). So for up to 10 s after an SR's groups are added,
+//    every 250 ms: a viewport whose current image has SR annotations but no annotation drawn is
+//    rendered again. Drawing only; nothing about the SR changes. (tests/test_viewer.py opens the
+//    SR with no interaction, so it fails if this stops working.)
+let srWatch = null;
+function renderSoon() {
+  const started = performance.now();
+  if (srWatch) {
+    srWatch.started = started;
+    return;
+  }
+  srWatch = { started };
+  const timer = setInterval(() => {
+    const cs = window.cornerstone;
+    const tools = window.cornerstoneTools;
+    if (!cs || !tools || performance.now() - srWatch.started > 10000) {
+      clearInterval(timer);
+      srWatch = null;
+      return;
+    }
+    const annotations = tools.annotation.state.getAllAnnotations();
+    for (const engine of cs.getRenderingEngines()) {
+      for (const viewport of engine.getViewports()) {
+        const imageId = viewport.getCurrentImageId && viewport.getCurrentImageId();
+        const onImage = annotations.some(
+          a => a.metadata.toolName === 'DICOMSRDisplay' && a.metadata.referencedImageId === imageId
+        );
+        if (imageId && onImage && !viewport.element.querySelector('svg text')) {
+          viewport.render();
+        }
+      }
+    }
+  }, 250);
 }
 
 window.config = {
