@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -253,7 +254,7 @@ def ship_view_cmd(
                     "ms_per_image_classify",
                 )
             }
-    manifest = {
+    manifest: dict[str, Any] = {
         "name": meta.name,
         "version": meta.version,
         "file": dest.name,

@@ -325,8 +325,8 @@ def build_oblique(rng: np.random.Generator, *, abnormal: bool, age: float) -> Ce
         scene.bone(
             smooth_closed(mand, 4), density=0.07, cortex=0.22, cortex_mm=1.5, taper_mm=3.0, texture=0.12
         )
-        for t in range(int(rng.integers(3, 8))):  # molars and premolars on the alveolar ridge
-            tx = shift + np.array([52 + 9 * t, -8 - 0.5 * t]) * k
+        for j in range(int(rng.integers(3, 8))):  # molars and premolars on the alveolar ridge
+            tx = shift + np.array([52 + 9 * j, -8 - 0.5 * j]) * k
             tooth = rounded_tooth(tx, k, rng)
             scene.bone(tooth, density=0.35, cortex=0.3, cortex_mm=0.8, taper_mm=1.5, texture=0.02)
     hyoid = frames["C3"][0] + np.array([rng.uniform(30, 42), rng.uniform(-4, 8)]) * k

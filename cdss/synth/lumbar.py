@@ -156,9 +156,9 @@ def build_lateral(rng: np.random.Generator, plan: SlipPlan, *, age: float) -> La
     size = {k: np.array(v) * rng.normal(1.0, 0.035) for k, v in _BODY.items()}
     degeneration = float(np.clip((age - 35) / 45, 0, 1)) * rng.uniform(0.4, 1.0)
     disc = {}
-    for k, (da, dp) in _DISC.items():
+    for key, (da, dp) in _DISC.items():
         f = rng.normal(1.0, 0.08) * (1 - 0.45 * degeneration * rng.random())
-        disc[k] = (da * f, dp * f)
+        disc[key] = (da * f, dp * f)
     bone_density = float(np.clip(rng.normal(1.0, 0.12) - 0.25 * degeneration, 0.55, 1.3))
 
     # --- sacrum (S1 superior endplate from posterior to anterior, tilted by the sacral slope)
@@ -192,7 +192,7 @@ def build_lateral(rng: np.random.Generator, plan: SlipPlan, *, age: float) -> La
 
     # --- lumbar and lower thoracic column, bottom-up
     order = ["L5", "L4", "L3", "L2", "L1", "T12", "T11"]
-    below = "S1"
+    below: str | None = "S1"
     lower = s1
     for name in order:
         level = f"{name}-{below}"

@@ -169,7 +169,7 @@ class Canvas:
         r0, r1, c0, c1 = roi
         mask = np.zeros((r1 - r0, c1 - c0), np.uint8)
         cv2.fillPoly(mask, [_fixed(px - np.array([c0, r0]))], 255, cv2.LINE_AA, _SHIFT)
-        m = mask.astype(np.float32) / 255.0
+        m: np.ndarray = mask.astype(np.float32) / 255.0
         if blur_mm > 0:
             m = cv2.GaussianBlur(m, (0, 0), blur_mm * self.px_per_mm)
         self.bone[r0:r1, c0:c1] += value * m
@@ -180,7 +180,7 @@ class Canvas:
         px = self.to_px(outline_mm) / LOWRES
         mask = np.zeros(self.lr_shape, np.uint8)
         cv2.fillPoly(mask, [_fixed(px)], 255, cv2.LINE_AA, _SHIFT)
-        m = mask.astype(np.float32) / 255.0
+        m: np.ndarray = mask.astype(np.float32) / 255.0
         sigma = blur_mm * self.px_per_mm / LOWRES
         if sigma > 0.3:
             m = cv2.GaussianBlur(m, (0, 0), sigma)

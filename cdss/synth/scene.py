@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Required, TypedDict, Unpack
 
 import numpy as np
 
 from cdss.synth.raster import Canvas
 from cdss.synth.shapes import Affine
 
-__all__ = ["Op", "Scene", "frame_scene", "render_scene"]
+__all__ = ["BoneParams", "Op", "Scene", "frame_scene", "render_scene"]
+
+
+class BoneParams(TypedDict, total=False):
+    """Keyword arguments of :meth:`Scene.bone`, as :meth:`Canvas.bone_shape` takes them."""
+
+    density: Required[float]
+    cortex: float
+    cortex_mm: float
+    taper_mm: float
+    texture: float
+    holes: list[np.ndarray] | None
+    axis: tuple[np.ndarray, np.ndarray, float, float] | None
 
 
 @dataclass
@@ -41,7 +54,7 @@ class Scene:
     #: points (mm) the radiographer collimates to (defaults to ``keep_inside``)
     field_hint: list[np.ndarray] = field(default_factory=list)
 
-    def bone(self, shape: np.ndarray, **params: float) -> None:
+    def bone(self, shape: np.ndarray, **params: Unpack[BoneParams]) -> None:
         self.ops.append(Op("bone", np.asarray(shape, float), dict(params)))
 
     def soft(self, shape: np.ndarray, value: float, blur_mm: float = 2.0) -> None:
@@ -104,10 +117,13 @@ def render_scene(scene: Scene, canvas: Canvas) -> None:
     """Rasterise every operation of ``scene`` on ``canvas``."""
     for op in scene.ops:
         if op.kind == "bone":
+            assert op.shape is not None
             canvas.bone_shape(op.shape, **op.params)
         elif op.kind == "soft":
+            assert op.shape is not None
             canvas.soft_polygon(op.shape, op.params["value"], op.params.get("blur_mm", 2.0))
         elif op.kind == "dense":
+            assert op.shape is not None
             canvas.dense_polygon(op.shape, op.params["value"], op.params.get("blur_mm", 0.0))
         elif op.kind == "field":
             assert op.fn is not None

@@ -189,8 +189,9 @@ def ellipse(
     return rot(pts, angle_rad) + np.asarray(center, dtype=float)
 
 
-def polyline_offset(line: np.ndarray, width: float) -> np.ndarray:
-    """Closed polygon of a band of total ``width`` around an open polyline (for ribs, lines)."""
+def polyline_offset(line: np.ndarray, width: float | np.ndarray) -> np.ndarray:
+    """Closed polygon of a band of total ``width`` (one value, or one per point) around an open
+    polyline (for ribs, lines)."""
     p = np.asarray(line, dtype=float)
     d = np.gradient(p, axis=0)
     d /= np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)[:, None]

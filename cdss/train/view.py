@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -267,7 +267,7 @@ class ViewAugment:
     def __call__(
         self, img8: np.ndarray, label: ViewLabel, rng: np.random.Generator
     ) -> tuple[np.ndarray, ViewLabel]:
-        img = img8.astype(np.float32) / 255.0
+        img: np.ndarray = img8.astype(np.float32) / 255.0
         if self.strength <= 0:
             return img, label
         s = self.strength
@@ -318,7 +318,8 @@ class ViewAugment:
                 ".jpg", to_uint8(img), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 90))]
             )
             if ok:
-                img = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+                # decoding what was just encoded: never None
+                img = cast(np.ndarray, cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)).astype(np.float32) / 255.0
         if rng.random() < self.p_invert * s:
             img = 1.0 - img
         return img.astype(np.float32), label
@@ -345,7 +346,7 @@ class ViewAugment:
         oh, ow = max(16, round(h * fh)), max(16, round(w * fw))
         cx = w / 2 + rng.uniform(-0.5, 0.5) * max(0.0, w - ow / zoom) * 0.8
         cy = h / 2 + rng.uniform(-0.5, 0.5) * max(0.0, h - oh / zoom) * 0.8
-        m = cv2.getRotationMatrix2D((cx, cy), ang, zoom)
+        m: np.ndarray = cv2.getRotationMatrix2D((cx, cy), ang, zoom)
         m[0, :] *= aspect
         m[0, 2] += ow / 2 - cx * aspect
         m[1, 2] += oh / 2 - cy
@@ -364,7 +365,7 @@ class ViewAugment:
             (float(rect[:, 0].mean()), float(rect[:, 1].mean())), rng.normal(0, 4), 1.0
         )
         poly = (rect @ m[:, :2].T + m[:, 2]).astype(np.int32)
-        mask = np.zeros((h, w), np.float32)
+        mask: np.ndarray = np.zeros((h, w), np.float32)
         cv2.fillPoly(mask, [poly], 1.0)
         mask = cv2.GaussianBlur(mask, (0, 0), float(rng.uniform(0.5, 3.0)))
         shutter = float(rng.choice([rng.uniform(0.8, 1.0), rng.uniform(0.0, 0.15), rng.uniform(0.3, 0.7)]))
@@ -618,6 +619,7 @@ def train_view(cfg: ViewTrainConfig, progress: Progress | None = None) -> TrainO
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     ckpt_path = out / "last.ckpt"
     weights_path = out / "cdss-view.pt"
+    best: dict[str, Any]
     start_epoch, history, best = 0, [], {"val_loss": float("inf"), "epoch": -1}
     elapsed_before = 0.0
     if cfg.resume:
@@ -798,7 +800,7 @@ def evaluate_view(
     }
     for d in dirs:
         samples = find_samples([d])
-        rows = []
+        rows: list[dict[str, Any]] = []
         classify_ms, total_ms = [], []
         for i, s in enumerate(samples):
             t0 = time.perf_counter()

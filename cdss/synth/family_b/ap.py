@@ -13,6 +13,7 @@ over the lower body, transverse processes reach sideways, ribs leave T11/T12.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -21,7 +22,17 @@ from cdss.synth.family_b.lateral import MU_FAT, MU_SOFT, fractal_field
 from cdss.synth.family_b.render import Capsule, Film
 from cdss.synth.family_b.spine import COLUMN, SACRAL, Spine, Vert
 
-__all__ = ["APGeometry", "ap_quads", "render_ap"]
+__all__ = ["APExtra", "APGeometry", "ap_quads", "render_ap"]
+
+
+class APExtra(TypedDict):
+    """What :func:`render_ap` returns: outlines (mm) for the ground truth, by vertebra in
+    ``per_vertebra`` (``pedicles``, ``spinous``, ``transverse``)."""
+
+    pedicles: list[np.ndarray]
+    spinous: list[np.ndarray]
+    transverse: list[np.ndarray]
+    per_vertebra: NotRequired[dict[str, dict[str, list[np.ndarray]]]]
 
 
 @dataclass
@@ -72,14 +83,12 @@ def _ap_shape(v: Vert) -> BodyShape:
     )
 
 
-def render_ap(
-    film: Film, spine: Spine, geo: APGeometry, rng: np.random.Generator
-) -> dict[str, list[np.ndarray]]:
+def render_ap(film: Film, spine: Spine, geo: APGeometry, rng: np.random.Generator) -> APExtra:
     """Draw the AP view; returns pedicle / spinous / transverse outlines (mm) for the ground truth."""
     quads = ap_quads(spine)
     bd = spine.bone_density
     mu_c = 0.026 * (0.75 + 0.25 * bd)
-    extra: dict[str, list[np.ndarray]] = {"pedicles": [], "spinous": [], "transverse": []}
+    extra: APExtra = {"pedicles": [], "spinous": [], "transverse": []}
     per_vertebra: dict[str, dict[str, list[np.ndarray]]] = {}
     _soft_tissue(film, spine, quads, rng)
     _pelvis(film, spine, quads, geo, rng)
@@ -111,7 +120,7 @@ def render_ap(
         )
         if n in COLUMN:
             per_vertebra[n] = _posterior(film, spine, v, q, mu_c, rng)
-    extra["per_vertebra"] = per_vertebra  # type: ignore[assignment]
+    extra["per_vertebra"] = per_vertebra
     return extra
 
 

@@ -20,17 +20,28 @@ Physics and processing, in order (:func:`expose`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from cv2.typing import MatLike
+
+    _ScalarOp = Callable[[MatLike, MatLike | float], MatLike]
 
 __all__ = ["CR", "DX_PRES", "DX_PROC", "Acq", "Exposure", "draw_marker", "expose", "sample_acquisition"]
 
 DX_PRES = "1.2.840.10008.5.1.4.1.1.1.1"
 DX_PROC = "1.2.840.10008.5.1.4.1.1.1.1.1"
 CR = "1.2.840.10008.5.1.4.1.1.1"
+
+# OpenCV's per-element operations take a Python scalar as the second operand (applied to every
+# element), which its stubs do not declare: the same functions, typed with that signature.
+_cv_max = cast("_ScalarOp", cv2.max)
+_cv_add = cast("_ScalarOp", cv2.add)
 
 
 @dataclass
@@ -285,7 +296,7 @@ def field_mask(shape: tuple[int, int], field_px: np.ndarray, penumbra_px: float,
     m = np.zeros(lr, np.uint8)
     pts = np.round(np.asarray(field_px) / f * 16).astype(np.int32).reshape(-1, 1, 2)
     cv2.fillPoly(m, [pts], 255, cv2.LINE_AA, 4)
-    mf = m.astype(np.float32) / 255.0
+    mf: np.ndarray = m.astype(np.float32) / 255.0
     if penumbra_px / f > 0.3:
         mf = cv2.GaussianBlur(mf, (0, 0), penumbra_px / f)
     return mf
@@ -304,11 +315,13 @@ def expose(
     ``roi_px`` (a polygon, pixels) is the anatomy the exposure recognition ranges on (the
     vertebral bodies with a margin); without it the thicker half of the exposed body is used.
     """
+    rows: int
+    cols: int
     rows, cols = att.shape
     shape = (rows, cols)
     f = 4
-    att = cv2.max(att, 0.0)
-    a = cv2.divide(att, cv2.add(att * acq.beta, 1.0))  # beam hardening (sub-linear)
+    att = _cv_max(att, 0.0)
+    a = cv2.divide(att, _cv_add(att * acq.beta, 1.0))  # beam hardening (sub-linear)
     trans = cv2.exp(-a)
     if acq.focal_px > 0.3:
         trans = cv2.GaussianBlur(trans, (0, 0), acq.focal_px)
@@ -340,11 +353,11 @@ def expose(
     # correlated quantum noise: white noise with variance ∝ signal, blurred with the PSF
     white = rng.standard_normal(shape, dtype=np.float32)
     if acq.psf_px > 0.3:
-        white = cv2.GaussianBlur(white, (0, 0), acq.psf_px)
+        white = cast(np.ndarray, cv2.GaussianBlur(white, (0, 0), acq.psf_px))  # float32, like ``white``
         white *= 1.0 / max(float(white.std()), 1e-6)
         signal = cv2.GaussianBlur(signal, (0, 0), acq.psf_px)
-    sigma = cv2.sqrt(cv2.max(signal, med * 1e-4) * (acq.noise_rel**2 * med))
-    noisy = cv2.add(signal, cv2.multiply(white, sigma))
+    sigma = cv2.sqrt(_cv_max(signal, med * 1e-4) * (acq.noise_rel**2 * med))
+    noisy: np.ndarray = cv2.add(signal, cv2.multiply(white, sigma))
     e_sigma = acq.electronic_rel * med
     noisy += rng.standard_normal(shape, dtype=np.float32) * np.float32(e_sigma)
     # per-column gain residue (flat-field correction is never perfect)
@@ -364,12 +377,12 @@ def expose(
         )
     for d in acq.defects:
         if d["axis"] == "column":
-            c = int(d["at"] * (cols - 1))
-            noisy[:, c] = med * (0.02 if d["kind"] == "dead" else 3.0)
+            col = int(d["at"] * (cols - 1))
+            noisy[:, col] = med * (0.02 if d["kind"] == "dead" else 3.0)
         else:
             r = int(d["at"] * (rows - 1))
             noisy[r, :] = med * (0.02 if d["kind"] == "dead" else 3.0)
-    logimg = cv2.log(cv2.max(noisy, med * 2e-4) * (1.0 / med))
+    logimg: np.ndarray = cv2.log(_cv_max(noisy, med * 2e-4) * (1.0 / med))
     logimg *= -1.0  # bone high
     in_full = _up(inside.astype(np.float32), shape) > 0.5
     lsub = logimg[::4, ::4]

@@ -7,6 +7,7 @@ images never share a random stream with family A and are reproducible in any ord
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -158,7 +159,7 @@ def frame_spine(
     mirror: bool,
     crop_p: float,
     anterior_mm: np.ndarray,
-    coll_margins: dict[str, tuple[float, float]],
+    coll_margins: Mapping[str, tuple[float, float]],
 ) -> Framing:
     """Choose the camera (central ray, placement, crop) and the collimated field.
 
@@ -222,7 +223,7 @@ def _collimation(
     cam: Camera,
     body_mm: np.ndarray,
     anterior_mm: np.ndarray,
-    margins: dict[str, tuple[float, float]],
+    margins: Mapping[str, tuple[float, float]],
 ) -> np.ndarray:
     rows, cols = acq.rows, acq.columns
     if acq.collimation == "open":
@@ -459,9 +460,10 @@ def _lumbar_lateral(seed: int, index: int, variant: str, opts: OptionsB) -> tupl
             verts[n] = {"corners": pts(corners[n], 3), "outline": pts(o), "visible_fraction": round(vf, 4)}
     gt["vertebrae"] = verts
     levels = lumbar_levels(corners)
-    for lv in levels:
-        lv["fully_visible"] = bool(
-            verts[lv["upper"]]["visible_fraction"] > 0.999 and verts[lv["lower"]]["visible_fraction"] > 0.999
+    for level in levels:
+        level["fully_visible"] = bool(
+            verts[level["upper"]]["visible_fraction"] > 0.999
+            and verts[level["lower"]]["visible_fraction"] > 0.999
         )
     gt["levels"] = levels
     gt["planned_slips"] = {k: round(v, 3) for k, v in plan.slips.items()}

@@ -237,11 +237,11 @@ def render_lateral(
         if info and info["vacuum"]:
             a = verts[up].quad
             b = verts[lo].quad
-            mid = np.array(
+            gap = np.array(
                 [(a[2] + b[1]) / 2, ((a[2] + a[3]) / 2 + (b[0] + b[1]) / 2) / 2, (a[3] + b[0]) / 2]
             )
             film.line(
-                spline(mid, 6),
+                spline(gap, 6),
                 width_mm=rng.uniform(0.8, 1.8),
                 value=-MU_SOFT * verts[lo].width * 0.35,
                 blur_mm=0.3,

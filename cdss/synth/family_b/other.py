@@ -405,8 +405,8 @@ def _tspine(rng: np.random.Generator, sex: str, age: int) -> OtherScene:
                 path = np.array(
                     [head, head - ea * 35 + nd * 12, head - ea * 40 + nd * 60, head + ea * 40 + nd * 120]
                 )
-                z = sgn * np.array([15, 90, 130, 110])
-                _tube(film, proj.side(path, z), 5.0, 4.0, depth=0.6, shell=1.2, mu_c=0.016, mu_t=0.003)
+                zs = sgn * np.array([15, 90, 130, 110])
+                _tube(film, proj.side(path, zs), 5.0, 4.0, depth=0.6, shell=1.2, mu_c=0.016, mu_t=0.003)
 
     return OtherScene("thoracic_spine", "LATERAL", None, (330.0, 430.0), (0.7, 0.9), region, draw, True)
 

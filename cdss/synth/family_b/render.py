@@ -423,7 +423,7 @@ class Film:
         if roi is None:
             return
         r0, r1, c0, c1 = roi
-        m = np.zeros((r1 - r0, c1 - c0), np.float32)
+        m: np.ndarray = np.zeros((r1 - r0, c1 - c0), np.float32)
         pts = np.round((px - [c0, r0]) * 16).astype(np.int32).reshape(-1, 1, 2)
         thick = max(1, round(width_mm * self.ppm))
         cv2.polylines(m, [pts], False, 1.0, thick, cv2.LINE_AA, 4)
@@ -450,7 +450,7 @@ class Film:
         px = self.cam(polygon) / LR
         m = np.zeros(self.lr_shape, np.uint8)
         cv2.fillPoly(m, [np.round(px * 16).astype(np.int32).reshape(-1, 1, 2)], 255, cv2.LINE_AA, 4)
-        mf = m.astype(np.float32) / 255.0
+        mf: np.ndarray = m.astype(np.float32) / 255.0
         s = blur_mm * self.ppm / LR
         if s > 0.3:
             mf = cv2.GaussianBlur(mf, (0, 0), s)

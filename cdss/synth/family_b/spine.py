@@ -355,8 +355,8 @@ def build_spine(
 
     below = "S1"
     for n in reversed(COLUMN):
-        low = verts[below]
-        l_sa, l_sp = low.quad[0], low.quad[1]
+        below_v = verts[below]
+        l_sa, l_sp = below_v.quad[0], below_v.quad[1]
         el = unit(l_sa - l_sp)
         level = f"{n}-{below}"
         deg = discs[level]["degeneration"]
@@ -383,7 +383,7 @@ def build_spine(
             width=w,
             depth=d,
             density=bone_density * rng.normal(1.0, 0.04),
-            arch=tuple(np.array(_ARCH[n]) * size * rng.normal(1, 0.05, size=5)),  # type: ignore[arg-type]
+            arch=tuple(np.array(_ARCH[n]) * size * rng.normal(1, 0.05, size=5)),
             transitional=(n == "L5" and lstv == "lstv_sacralized_L5"),
         )
         if fracture == n:
