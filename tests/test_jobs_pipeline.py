@@ -245,16 +245,19 @@ def test_for_processing_twin_is_superseded_by_for_presentation(node: Node) -> No
 
 
 def test_for_processing_alone_waits_then_is_analysed(tmp_path: Path) -> None:
-    node = _make_node(tmp_path, [], for_processing_wait_s=1.5)
+    # The wait is long enough that a stall of the shared CI cores between the push and the
+    # "not due yet" check cannot make the job due early.
+    wait_s = 4.0
+    node = _make_node(tmp_path, [], for_processing_wait_s=wait_s)
     try:
         (uid,) = node.push("lumbar_lateral_pair_proc.dcm")
         runner = JobRunner(node.db, node.settings.jobs, make_processor(node.ctx))
         outcome = runner.run_next()
-        assert outcome.status is RunStatus.DEFERRED and 0 < outcome.retry_in_s <= 1.5
+        assert outcome.status is RunStatus.DEFERRED and 0 < outcome.retry_in_s <= wait_s
         job = node.job_for(uid)
         assert job.state is JobState.QUEUED and job.attempts == 0 and "waiting" in job.route_reason
         assert runner.run_next() is None  # not due yet
-        time.sleep(1.6)
+        time.sleep(outcome.retry_in_s + 0.1)
         assert runner.run_next().status is RunStatus.DONE
         job = node.job_for(uid)
         assert job.state is JobState.SUCCEEDED and job.summary["reference_sop_instance_uid"] == uid
