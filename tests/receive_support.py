@@ -180,7 +180,8 @@ def pynetdicom_store(
 
 
 def count(node: Node, model: type) -> int:
-    with node.db.session() as s:
+    """Rows of ``model``, read without taking SQLite's writer lock (safe to poll during a push)."""
+    with node.db.read_session() as s:
         return int(s.execute(select(func.count()).select_from(model)).scalar_one())
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from cdss.db import Instance, Job
 from cdss.metrics import INSTANCES_RECEIVED
@@ -81,17 +81,13 @@ def test_a_child_killed_mid_push_loses_nothing_it_acknowledged(tmp_path: Path) -
         total = len(uid_of)
         stored_at_kill: list[int] = []
 
-        def stored_count() -> int:
-            with node.db.read_session() as s:  # never takes the writer lock the receivers need
-                return int(s.execute(select(func.count()).select_from(Instance)).scalar_one())
-
         def kill_mid_push() -> None:
             # Kill on evidence that the push is under way (a few images stored), not after a fixed
             # delay: on a fast machine the whole push can end before any timer fires.
             deadline = time.monotonic() + 60
-            while stored_count() < 3 and time.monotonic() < deadline:
+            while count(node, Instance) < 3 and time.monotonic() < deadline:
                 time.sleep(0.005)
-            stored_at_kill.append(stored_count())
+            stored_at_kill.append(count(node, Instance))
             os.kill(child, signal.SIGKILL)
 
         killer = threading.Thread(target=kill_mid_push)

@@ -219,10 +219,10 @@ def viewer(study: Study, ohif_study: Study, tmp_path_factory: pytest.TempPathFac
             log.close()
 
 
-def _new_page(viewer: Viewer, s: Session) -> None:
-    """Give the session a fresh page in its own browser context (no storage, cache or JS state
-    shared with an earlier page), logging its console and any off-origin request into ``s``."""
+@pytest.fixture
+def session(viewer: Viewer) -> Iterator[Session]:
     page = viewer.browser.new_page(viewport=WINDOW, device_scale_factor=1)
+    s = Session(page)
     page.on("console", lambda m: s.console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: s.console.append(f"pageerror: {e}"))
 
@@ -232,17 +232,10 @@ def _new_page(viewer: Viewer, s: Session) -> None:
             s.off_origin.append(url)
 
     page.on("request", on_request)
-    s.page = page
-
-
-@pytest.fixture
-def session(viewer: Viewer) -> Iterator[Session]:
-    s = Session(page=None)
-    _new_page(viewer, s)
     try:
         yield s
     finally:
-        s.page.close()
+        page.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,20 +11,15 @@ logarithm → (For Presentation) multi-scale contrast processing and a tone curv
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import cv2
 import numpy as np
 
+from cdss.synth.cvops import cv_max, cv_min, cv_multiply
 from cdss.synth.raster import LOWRES
-
-if TYPE_CHECKING:
-    from cv2.typing import MatLike
-
-    _ScalarOp = Callable[[MatLike, MatLike | float], MatLike]
 
 __all__ = [
     "CR_IMAGE_STORAGE",
@@ -37,12 +32,6 @@ __all__ = [
     "expose",
     "sample_acquisition",
 ]
-
-# OpenCV's per-element operations take a Python scalar as the second operand (applied to every
-# element), which its stubs do not declare: the same functions, typed with that signature.
-_cv_max = cast("_ScalarOp", cv2.max)
-_cv_min = cast("_ScalarOp", cv2.min)
-_cv_multiply = cast("_ScalarOp", cv2.multiply)
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 DX_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"
@@ -326,7 +315,7 @@ def expose(
     beam = ((1.0 - acq.heel * (along + 0.5)) * (1.0 - 0.12 * (xx**2 + yy**2))).astype(np.float32)
     coll_lr = collimation_mask_lowres(lr, field_px, penumbra_px=float(rng.uniform(3, 10)))
     trans = _up(beam * np.maximum(coll_lr, 0.002), shape)
-    primary = cv2.multiply(cv2.exp(_cv_multiply(a, -1.0)), trans)
+    primary = cv2.multiply(cv2.exp(cv_multiply(a, -1.0)), trans)
     # scatter: a broad blur of the primary, mostly from inside the field
     small = _lowres(primary)
     sc = cv2.GaussianBlur(small, (0, 0), max(small.shape) / 12)
@@ -336,11 +325,11 @@ def expose(
     inside_sub = _up(inside_lr.astype(np.float32), shape)[::4, ::4] > 0.5
     median = float(np.median(sub[inside_sub])) if inside_sub.any() else float(np.median(sub))
     photons = 1.0 / (acq.noise_rel**2 * max(median, 1e-12))  # photons per unit signal
-    sigma = cv2.sqrt(_cv_max(signal, 1e-12 * median) * (1.0 / photons))
+    sigma = cv2.sqrt(cv_max(signal, 1e-12 * median) * (1.0 / photons))
     noisy = cv2.add(signal, cv2.multiply(rng.standard_normal(shape, dtype=np.float32), sigma))
     if acq.detector_blur_px > 0.3:
         noisy = cv2.GaussianBlur(noisy, (0, 0), acq.detector_blur_px)
-    logimg: np.ndarray = cv2.log(_cv_max(noisy, median * 1e-3))
+    logimg: np.ndarray = cv2.log(cv_max(noisy, median * 1e-3))
     logimg *= -1.0  # high = attenuating (bone)
     log_sub = logimg[::4, ::4]
     body_sub = inside_sub & (log_sub > np.percentile(log_sub, 2) + 0.5)  # anatomy, not direct beam
@@ -348,7 +337,7 @@ def expose(
         body_sub = inside_sub if inside_sub.sum() >= 100 else np.ones_like(inside_sub)
     if acq.for_processing:
         lo, hi = (float(v) for v in np.percentile(log_sub, (0.01, 99.99)))
-        disp: np.ndarray = _cv_min(_cv_max((logimg - lo) * (1.0 / max(hi - lo, 1e-6)), 0.0), 1.0)
+        disp: np.ndarray = cv_min(cv_max((logimg - lo) * (1.0 / max(hi - lo, 1e-6)), 0.0), 1.0)
     else:
         # multi-scale processing: strongly compress the large-scale range (trunk thickness),
         # keep the bone-scale detail, sharpen edges a little. With c = compression, m, b, e the
@@ -366,7 +355,7 @@ def expose(
         fine = _up(cv2.GaussianBlur(half, (0, 0), max(0.5, 0.6 / acq.imager_spacing_mm)), shape)
         proc = cv2.add(low, cv2.addWeighted(fine, b - e, logimg, e, 0.0))
         lo, hi = (float(v) for v in np.percentile(proc[::4, ::4][body_sub], (0.5, 99.8)))
-        norm = _cv_min(_cv_max((proc - lo) * (1.0 / max(hi - lo, 1e-6)), 1e-6), 1.0)
+        norm = cv_min(cv_max((proc - lo) * (1.0 / max(hi - lo, 1e-6)), 1e-6), 1.0)
         disp = cast(np.ndarray, cv2.pow(norm, acq.gamma))  # float32, like ``norm``
         # outside the collimated field: unexposed plate (bright, a little scatter) or an
         # electronic shutter (black)
@@ -381,7 +370,7 @@ def expose(
     p_lo, p_hi = (lo_v + span * float(v) for v in np.percentile(disp[::4, ::4][body_sub], (1.0, 99.5)))
     wc, ww = (p_lo + p_hi) / 2, max(p_hi - p_lo, 2.0)
     pixels = np.empty(shape, np.uint16)
-    np.copyto(pixels, _cv_min(_cv_max(disp * span + (lo_v + 0.5), 0.0), float(maxv)), casting="unsafe")
+    np.copyto(pixels, cv_min(cv_max(disp * span + (lo_v + 0.5), 0.0), float(maxv)), casting="unsafe")
     if acq.photometric == "MONOCHROME1":
         pixels = (maxv - pixels).astype(np.uint16)
         wc = maxv - wc

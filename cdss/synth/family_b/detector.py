@@ -20,28 +20,19 @@ Physics and processing, in order (:func:`expose`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    from cv2.typing import MatLike
-
-    _ScalarOp = Callable[[MatLike, MatLike | float], MatLike]
+from cdss.synth.cvops import cv_add, cv_max
 
 __all__ = ["CR", "DX_PRES", "DX_PROC", "Acq", "Exposure", "draw_marker", "expose", "sample_acquisition"]
 
 DX_PRES = "1.2.840.10008.5.1.4.1.1.1.1"
 DX_PROC = "1.2.840.10008.5.1.4.1.1.1.1.1"
 CR = "1.2.840.10008.5.1.4.1.1.1"
-
-# OpenCV's per-element operations take a Python scalar as the second operand (applied to every
-# element), which its stubs do not declare: the same functions, typed with that signature.
-_cv_max = cast("_ScalarOp", cv2.max)
-_cv_add = cast("_ScalarOp", cv2.add)
 
 
 @dataclass
@@ -320,8 +311,8 @@ def expose(
     rows, cols = att.shape
     shape = (rows, cols)
     f = 4
-    att = _cv_max(att, 0.0)
-    a = cv2.divide(att, _cv_add(att * acq.beta, 1.0))  # beam hardening (sub-linear)
+    att = cv_max(att, 0.0)
+    a = cv2.divide(att, cv_add(att * acq.beta, 1.0))  # beam hardening (sub-linear)
     trans = cv2.exp(-a)
     if acq.focal_px > 0.3:
         trans = cv2.GaussianBlur(trans, (0, 0), acq.focal_px)
@@ -356,7 +347,7 @@ def expose(
         white = cast(np.ndarray, cv2.GaussianBlur(white, (0, 0), acq.psf_px))  # float32, like ``white``
         white *= 1.0 / max(float(white.std()), 1e-6)
         signal = cv2.GaussianBlur(signal, (0, 0), acq.psf_px)
-    sigma = cv2.sqrt(_cv_max(signal, med * 1e-4) * (acq.noise_rel**2 * med))
+    sigma = cv2.sqrt(cv_max(signal, med * 1e-4) * (acq.noise_rel**2 * med))
     noisy: np.ndarray = cv2.add(signal, cv2.multiply(white, sigma))
     e_sigma = acq.electronic_rel * med
     noisy += rng.standard_normal(shape, dtype=np.float32) * np.float32(e_sigma)
@@ -382,7 +373,7 @@ def expose(
         else:
             r = int(d["at"] * (rows - 1))
             noisy[r, :] = med * (0.02 if d["kind"] == "dead" else 3.0)
-    logimg: np.ndarray = cv2.log(_cv_max(noisy, med * 2e-4) * (1.0 / med))
+    logimg: np.ndarray = cv2.log(cv_max(noisy, med * 2e-4) * (1.0 / med))
     logimg *= -1.0  # bone high
     in_full = _up(inside.astype(np.float32), shape) > 0.5
     lsub = logimg[::4, ::4]
