@@ -71,6 +71,13 @@ def _ae_title(value: str) -> str:
 AETitle = Annotated[str, Field(min_length=1, max_length=16)]
 
 
+class ReceiverReactor(StrEnum):
+    """How an association's pynetdicom threads wait for work (``dicom.reactor``)."""
+
+    WAKING = "waking"
+    POLLING = "polling"
+
+
 class DicomSettings(_Section):
     """``[dicom]``: the receiving Application Entity."""
 
@@ -102,6 +109,12 @@ class DicomSettings(_Section):
     )
     max_pdu_size: int = Field(
         262144, ge=0, description="Maximum PDU size the node receives, bytes (0 = unlimited)."
+    )
+    reactor: ReceiverReactor = Field(
+        ReceiverReactor.WAKING,
+        description="How each association's two pynetdicom threads wait for work: `waking` (block on "
+        "the socket and wake each other; cdss.receive.reactors) or `polling` (pynetdicom's own 1 ms "
+        "polling loops, the fallback). See docs/operations.md, Concurrent modalities.",
     )
     acse_timeout_s: float = Field(30, gt=0, description="ACSE (association) timeout, seconds.")
     dimse_timeout_s: float = Field(30, gt=0, description="DIMSE message timeout, seconds.")

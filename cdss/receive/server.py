@@ -39,7 +39,7 @@ from pynetdicom.utils import make_target
 from sqlalchemy.exc import SQLAlchemyError
 
 from cdss.audit import Action, EventID, EventType, Outcome, record_event
-from cdss.config import ConfigError, DicomSettings, Settings
+from cdss.config import ConfigError, DicomSettings, ReceiverReactor, Settings
 from cdss.db import Database
 from cdss.logs import configure_logging, get_logger
 from cdss.metrics import ASSOCIATIONS_REJECTED
@@ -50,6 +50,7 @@ from cdss.receive.ingest import (
     ReceivedDataset,
 )
 from cdss.receive.processes import ReceiverPool
+from cdss.receive.reactors import WakingAssociation
 from cdss.receive.status import StoreStatus
 from cdss.receive.syntaxes import (
     STORAGE_SOP_CLASSES,
@@ -229,7 +230,7 @@ class _RequestHandler(RequestHandler):
 
     def _create_association(self) -> Association:
         server: _AssociationServer = self.server  # type: ignore[assignment]
-        assoc = Association(self.ae, "acceptor")
+        assoc = server.association_class(self.ae, "acceptor")
         assoc._server = server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         sock = _BoundedSocket(assoc, client_socket=self.request)
@@ -260,6 +261,7 @@ class _AssociationServer(ThreadedAssociationServer):
     request_queue_size = 128  # listen backlog (socketserver's 5 drops the SYNs of a burst of modalities)
     max_pdu_read = 0
     max_message_bytes = 0
+    association_class: type[Association] = WakingAssociation
     tls_context: ssl.SSLContext | None = None
     handshake_timeout = 30.0
     on_tls_failure: Callable[[str, Exception], None] | None = None
@@ -424,6 +426,9 @@ class Receiver:
         assert isinstance(server, _AssociationServer)
         server.max_pdu_read = max(dicom.max_pdu_size + 1024, 1 << 20) if dicom.max_pdu_size else 0
         server.max_message_bytes = dicom.max_dataset_mb * 1024 * 1024 + (1 << 20)
+        server.association_class = (
+            WakingAssociation if dicom.reactor == ReceiverReactor.WAKING else Association
+        )
         server.tls_context = self._tls
         server.handshake_timeout = dicom.acse_timeout_s
         server.on_tls_failure = self._on_tls_failure
