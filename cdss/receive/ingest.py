@@ -56,7 +56,7 @@ __all__ = [
     "ReceivedDataset",
     "StoreOutcome",
     "count_store",
-    "file_bytes",
+    "file_header",
 ]
 
 log = get_logger(__name__)
@@ -146,12 +146,15 @@ class _ContentLocks:
             self._fds.clear()
 
 
-def file_bytes(validated: ValidatedDataset, raw: bytes, transfer_syntax: str) -> bytes:
-    """The DICOM file stored for a received dataset: zero preamble, our file meta, bytes as received.
+def file_header(validated: ValidatedDataset, transfer_syntax: str) -> bytes:
+    """What the stored file holds before the dataset as received: zero preamble, ``DICM``, our
+    file meta. The file is this header followed by the received bytes, unchanged.
 
     The preamble is zero (CVE-2019-11687: no executable polyglots). The meta holds only values
     derived from the dataset and the transfer syntax, so re-sending the same dataset yields
-    the same bytes and the same spool key.
+    the same bytes and the same spool key. The two parts are hashed and written one after the
+    other, never joined: joining copies the whole image once more (6 ms of CPU for 8 MB here,
+    an eighth of what a C-STORE costs the receiver; docs/operations.md).
     """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(validated.sop_class_uid)
@@ -161,7 +164,6 @@ def file_bytes(validated: ValidatedDataset, raw: bytes, transfer_syntax: str) ->
     buffer = BytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
-    buffer.write(raw)
     return buffer.getvalue()
 
 
@@ -278,8 +280,11 @@ class Ingestor:
             return outcome
         timings["validate"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        data = file_bytes(validated, item.raw, item.transfer_syntax)
-        sha = hashlib.sha256(data).hexdigest()
+        header = file_header(validated, item.transfer_syntax)
+        digest = hashlib.sha256(header)
+        digest.update(item.raw)
+        sha = digest.hexdigest()
+        data = (header, item.raw)
         timings["hash"] = time.perf_counter() - t0
         with self._locks.hold(sha):
             return self._store(item, validated, data, sha, timings)
@@ -288,7 +293,7 @@ class Ingestor:
         self,
         item: ReceivedDataset,
         validated: ValidatedDataset,
-        data: bytes,
+        data: tuple[bytes, bytes],
         sha: str,
         timings: dict[str, float],
     ) -> StoreOutcome:
@@ -304,7 +309,7 @@ class Ingestor:
             return duplicate
         timings["lookup"] = time.perf_counter() - t
         # 2. Resources.
-        if self.spool.below_watermark(len(data)):
+        if self.spool.below_watermark(len(data[0]) + len(data[1])):
             return self._refuse(item, validated, "disk_full", "spool below free-space watermark")
         # 3. Durable file.
         t = time.perf_counter()

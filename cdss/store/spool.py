@@ -25,10 +25,11 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import cast
 
 from cdss.config import StorageSettings
 from cdss.durable import fsync_dir
@@ -171,15 +172,16 @@ class Spool:
         return self.free_mb() - incoming_bytes / (1024 * 1024) < self.min_free_mb
 
     # ------------------------------------------------------------------ writes
-    def store_instance(self, data: bytes, *, sha256: str | None = None) -> StoredFile:
+    def store_instance(self, data: bytes | Sequence[bytes], *, sha256: str | None = None) -> StoredFile:
         """Durably store a received DICOM file (see module docstring).
 
         Parameters
         ----------
         data
-            The file's bytes.
+            The file's bytes, or its consecutive parts (e.g. header and dataset as received:
+            written one after the other, never joined into one more copy in memory).
         sha256
-            Hex SHA-256 of ``data`` when the caller already computed it (saves hashing twice).
+            Hex SHA-256 of the whole file when the caller already computed it (saves hashing twice).
 
         Raises
         ------
@@ -190,7 +192,7 @@ class Spool:
         """
         return self._store(SpoolArea.INSTANCES, data, sha256)
 
-    def store_result(self, data: bytes, *, sha256: str | None = None) -> StoredFile:
+    def store_result(self, data: bytes | Sequence[bytes], *, sha256: str | None = None) -> StoredFile:
         """Durably store a DICOM object produced by the node (same guarantees as instances)."""
         return self._store(SpoolArea.RESULTS, data, sha256)
 
@@ -209,18 +211,27 @@ class Spool:
             fsync_dir(path.parent)
         return True
 
-    def _store(self, area: SpoolArea, data: bytes, sha256: str | None = None) -> StoredFile:
-        if self.below_watermark(len(data)):
+    def _store(self, area: SpoolArea, data: bytes | Sequence[bytes], sha256: str | None = None) -> StoredFile:
+        # bytes-like: one part (a bytearray or memoryview must not be split into its ints)
+        one = isinstance(data, bytes | bytearray | memoryview)
+        parts = (cast(bytes, data),) if one else tuple(cast(Sequence[bytes], data))
+        size = sum(len(part) for part in parts)
+        if self.below_watermark(size):
             raise SpoolFullError(
-                f"spool {self.root}: {self.free_mb():.0f} MiB free, {len(data) / 2**20:.1f} MiB incoming, "
+                f"spool {self.root}: {self.free_mb():.0f} MiB free, {size / 2**20:.1f} MiB incoming, "
                 f"watermark storage.min_free_mb = {self.min_free_mb} MiB"
             )
-        sha = sha256 or hashlib.sha256(data).hexdigest()
+        if sha256 is None:
+            digest = hashlib.sha256()
+            for part in parts:
+                digest.update(part)
+            sha256 = digest.hexdigest()
+        sha = sha256
         key = self.key_for(area, sha)
         final = self.root / key
         try:
             self._ensure_dir(final.parent)
-            if final.is_file() and final.stat().st_size == len(data):
+            if final.is_file() and final.stat().st_size == size:
                 # Identical content already stored (the name is its hash). Make sure it is
                 # durable even if the earlier writer crashed between rename and directory fsync.
                 if self.fsync:
@@ -230,7 +241,7 @@ class Spool:
                     finally:
                         os.close(fd)
                     fsync_dir(final.parent)
-                return StoredFile(key=key, sha256=sha, size=len(data), created=False)
+                return StoredFile(key=key, sha256=sha, size=size, created=False)
             fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=final.parent)
         except OSError as exc:
             raise self._write_error(final, exc) from exc
@@ -238,10 +249,11 @@ class Spool:
         try:
             try:
                 os.fchmod(fd, _FILE_MODE)
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                for part in parts:
+                    view = memoryview(part)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
                 if self.fsync:
                     os.fsync(fd)
             finally:
@@ -253,7 +265,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise self._write_error(final, exc) from exc
-        return StoredFile(key=key, sha256=sha, size=len(data), created=True)
+        return StoredFile(key=key, sha256=sha, size=size, created=True)
 
     @staticmethod
     def _write_error(path: Path, exc: OSError) -> SpoolWriteError:
