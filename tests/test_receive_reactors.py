@@ -45,7 +45,9 @@ def test_copied_loops_are_those_of_the_installed_pynetdicom() -> None:
 
 def _images(tmp_path: Path, n: int, seed: int) -> list[Path]:
     return [
-        write(make_image(DX_PRESENTATION, rows=64, columns=64, seed=seed + i), tmp_path / f"img{seed + i}.dcm")
+        write(
+            make_image(DX_PRESENTATION, rows=64, columns=64, seed=seed + i), tmp_path / f"img{seed + i}.dcm"
+        )
         for i in range(n)
     ]
 

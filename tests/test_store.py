@@ -33,6 +33,24 @@ def test_store_instance_is_content_addressed_and_readable(tmp_path: Path) -> Non
     assert [p.name for p in spool.path(stored.key).parent.iterdir()] == [f"{sha}.dcm"]
 
 
+def test_parts_are_stored_as_the_file_they_make_up(tmp_path: Path) -> None:
+    """Header and dataset written as two parts: same key, size and bytes as the joined file."""
+    header, body = b"\x00" * 128 + b"DICM" + b"meta", bytes(range(256)) * 4000
+    joined = _spool(tmp_path / "a").store_instance(header + body)
+    spool = _spool(tmp_path / "b")
+    parts = spool.store_instance((header, body))
+    assert (parts.key, parts.sha256, parts.size, parts.created) == (
+        joined.key,
+        joined.sha256,
+        joined.size,
+        True,
+    )
+    assert spool.read(parts.key) == header + body
+    # A bytearray is one part, not a sequence of ints.
+    again = spool.store_instance(bytearray(header + body))
+    assert (again.key, again.created) == (parts.key, False)
+
+
 def test_results_have_their_own_area(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
     stored = spool.store_result(b"result")
