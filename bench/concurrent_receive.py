@@ -67,6 +67,31 @@ def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in task.read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its living descendants (receiver processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        todo += _children(p)
+    return total
+
+
 def _seconds(m: re.Match[str]) -> float:
     h, mi, s, ms = (int(m.group(i)) for i in range(1, 5))
     return h * 3600 + mi * 60 + s + ms / 1000
@@ -153,10 +178,17 @@ class Storescp:
 
 
 def measure(
-    name: str, files_per_sender: list[list[Path]], port: int, log_cfg: Path, mb: float
+    name: str,
+    files_per_sender: list[list[Path]],
+    port: int,
+    log_cfg: Path,
+    mb: float,
+    cpu_pid: int | None = None,
 ) -> dict[str, object]:
     load_before = loadavg()
+    cpu_before = tree_cpu_seconds(cpu_pid) if cpu_pid else 0.0
     wall, logs = push(files_per_sender, port, "CDSS", log_cfg)
+    cpu = tree_cpu_seconds(cpu_pid) - cpu_before if cpu_pid else None
     latencies = [x for log in logs for x in log.latencies_s]
     statuses = [s for log in logs for s in log.statuses]
     expected = sum(len(f) for f in files_per_sender)
@@ -181,6 +213,7 @@ def measure(
         },
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
+        **({"receiver_cpu_ms_per_image": round(cpu / expected * 1000, 1)} if cpu is not None else {}),
     }
 
 
@@ -207,8 +240,9 @@ def _drop_db(admin_url: str, url: str) -> None:
     engine.dispose()
 
 
-def _node_name(processes: int) -> str:
-    return f"node, {processes} receiver process{'es' if processes > 1 else ''}"
+def _node_name(processes: int, reactor: str | None = None) -> str:
+    name = f"node, {processes} receiver process{'es' if processes > 1 else ''}"
+    return f"{name}, {reactor} reactors" if reactor else name
 
 
 def plot(results: list[dict], path: Path, title: str) -> None:
@@ -266,6 +300,11 @@ def main() -> int:
         help="node variants to measure: comma-separated dicom.receiver_processes (default 1,2)",
     )
     ap.add_argument(
+        "--reactors",
+        default="waking",
+        help="node variants: comma-separated dicom.reactor values (waking, polling; default waking)",
+    )
+    ap.add_argument(
         "--postgres",
         default=None,
         metavar="ADMIN_URL",
@@ -288,6 +327,8 @@ def main() -> int:
         return 0
     counts = [int(x) for x in args.senders.split(",")]
     processes = [int(x) for x in args.receiver_processes.split(",")]
+    reactors = [x.strip() for x in args.reactors.split(",")]
+    variants = [(rp, r if len(reactors) > 1 else None) for rp in processes for r in reactors]
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cdss-bench-concurrent-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -322,6 +363,7 @@ def main() -> int:
             "database": "postgresql" if args.postgres else "sqlite",
             "fsync": not args.no_fsync,
             "receiver_processes": processes,
+            "reactors": reactors,
         },
     }
     results: list[dict] = []
@@ -333,11 +375,15 @@ def main() -> int:
             results.append(measure("storescp --fork", group, scp.port, log_cfg, mb))
         shutil.rmtree(work / f"storescp-{n}", ignore_errors=True)
         # the node (fresh database and spool each time: every image is new to it)
-        for rp in processes:
-            dicom: dict[str, object] = {"max_associations": 64, "receiver_processes": rp}
+        for rp, reactor in variants:
+            dicom: dict[str, object] = {
+                "max_associations": 64,
+                "receiver_processes": rp,
+                "reactor": reactor or reactors[0],
+            }
             db_url = _create_db(args.postgres) if args.postgres else None
             node = NodeProcess(
-                work / f"node-{n}-{rp}",
+                work / f"node-{n}-{rp}-{reactor or reactors[0]}",
                 database_url=db_url,
                 extra={
                     "dicom": dicom,
@@ -350,27 +396,36 @@ def main() -> int:
             )
             node.start(timeout=120)
             try:
-                results.append(measure(_node_name(rp), group, node.dicom_port, log_cfg, mb))
+                assert node.proc is not None
+                name = _node_name(rp, reactor)
+                results.append(measure(name, group, node.dicom_port, log_cfg, mb, cpu_pid=node.proc.pid))
             finally:
                 node.stop()
                 if db_url:
                     _drop_db(args.postgres, db_url)
-            shutil.rmtree(work / f"node-{n}-{rp}", ignore_errors=True)
-        for r in results[-1 - len(processes) :]:
+            shutil.rmtree(work / f"node-{n}-{rp}-{reactor or reactors[0]}", ignore_errors=True)
+        for r in results[-1 - len(variants) :]:
             print(
                 f"  {r['receiver']:16s} {n} sender(s): {r['aggregate_mb_per_s']:7.1f} MB/s  "
                 f"p50 {r['latency_ms']['p50']:7.1f} ms  p95 {r['latency_ms']['p95']:7.1f} ms  "
-                f"load {r['loadavg_before'][0]:.2f}",
+                f"load {r['loadavg_before'][0]:.2f}"
+                + (
+                    f"  CPU {r['receiver_cpu_ms_per_image']:.0f} ms/image"
+                    if "receiver_cpu_ms_per_image" in r
+                    else ""
+                ),
                 flush=True,
             )
     report["results"] = results
     ratios: dict[str, dict[str, float]] = {}
-    for rp in processes:
-        ratios[_node_name(rp)] = {}
+    for rp, reactor in variants:
+        ratios[_node_name(rp, reactor)] = {}
         for n in counts:
-            node_r = next(r for r in results if r["receiver"] == _node_name(rp) and r["senders"] == n)
+            node_r = next(
+                r for r in results if r["receiver"] == _node_name(rp, reactor) and r["senders"] == n
+            )
             scp_r = next(r for r in results if r["receiver"] == "storescp --fork" and r["senders"] == n)
-            ratios[_node_name(rp)][str(n)] = round(
+            ratios[_node_name(rp, reactor)][str(n)] = round(
                 node_r["aggregate_mb_per_s"] / scp_r["aggregate_mb_per_s"], 2
             )
     report["node_over_storescp"] = ratios
