@@ -217,6 +217,30 @@ def measure(
     }
 
 
+def idle_cpu(port: int, pid: int, associations: int, seconds: float = 10.0) -> dict[str, object]:
+    """Receiver CPU (percent of one core) while ``associations`` established associations sit idle
+    (modalities that keep their association open between studies)."""
+    from pynetdicom import AE
+
+    from tests.dicom_factory import DX_PRESENTATION
+
+    ae = AE(ae_title="IDLE")
+    ae.add_requested_context(DX_PRESENTATION)
+    ae.network_timeout = seconds + 60
+    held = [ae.associate("127.0.0.1", port, ae_title="CDSS") for _ in range(associations)]
+    try:
+        if not all(a.is_established for a in held):
+            raise SystemExit("idle measurement: an association was not established")
+        time.sleep(1.0)
+        before = tree_cpu_seconds(pid)
+        time.sleep(seconds)
+        used = tree_cpu_seconds(pid) - before
+    finally:
+        for a in held:
+            a.release()
+    return {"associations": associations, "seconds": seconds, "cpu_percent": round(100 * used / seconds, 1)}
+
+
 def _create_db(admin_url: str) -> str:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -316,6 +340,13 @@ def main() -> int:
         action="store_true",
         help="node: storage.fsync = false (diagnosis only: what fsync costs)",
     )
+    ap.add_argument(
+        "--idle",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure each node's CPU while N associations sit idle for 10 s (default: not measured)",
+    )
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--plot", type=Path, help="write the PNG plot here")
     ap.add_argument("--workdir", type=Path, help="keep images and spools here (default: temp dir)")
@@ -399,6 +430,11 @@ def main() -> int:
                 assert node.proc is not None
                 name = _node_name(rp, reactor)
                 results.append(measure(name, group, node.dicom_port, log_cfg, mb, cpu_pid=node.proc.pid))
+                if args.idle and n == counts[-1]:
+                    results[-1]["idle"] = idle_cpu(node.dicom_port, node.proc.pid, args.idle)
+                    print(
+                        f"  {name}: {args.idle} idle associations: {results[-1]['idle']['cpu_percent']} % CPU"
+                    )
             finally:
                 node.stop()
                 if db_url:
