@@ -9,7 +9,7 @@ of the receiver's CPU (docs/operations.md, Concurrent modalities).
 
 The two classes here keep pynetdicom's loops step for step and change only how they wait:
 
-* :class:`WakingDUL` blocks in ``select`` on the association socket and on a private wake-up
+* :class:`WakingDUL` blocks in ``poll`` on the association socket and on a private wake-up
   socket pair, which :meth:`WakingDUL.send_pdu` and :meth:`WakingDUL.kill_dul` poke when another
   thread queues a primitive to send; after each state-machine action it wakes the association
   thread;
@@ -66,7 +66,7 @@ MAX_WAIT_S = 0.02
 
 
 class WakingDUL(DULServiceProvider):
-    """pynetdicom's DUL service provider, waiting in ``select`` instead of sleeping 1 ms."""
+    """pynetdicom's DUL service provider, waiting in ``poll`` instead of sleeping 1 ms."""
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
@@ -111,12 +111,15 @@ class WakingDUL(DULServiceProvider):
             threading.Event().wait(self._run_loop_delay)
             return
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return  # TLS bytes already decrypted and buffered: select would not see them
+            return  # TLS bytes already decrypted and buffered: poll would not see them
         try:
-            ready, _, _ = select.select([sock, self._wake_r], [], [], MAX_WAIT_S)
+            poller = select.poll()  # not select(): no FD_SETSIZE limit on busy nodes
+            poller.register(sock, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            events = poller.poll(MAX_WAIT_S * 1000)
         except (OSError, ValueError):
             return  # socket closed under us: the next ``ready`` check raises Evt17
-        if self._wake_r in ready:
+        if any(fd == self._wake_r.fileno() for fd, _ in events):
             with contextlib.suppress(OSError):
                 self._wake_r.recv(4096)
 
