@@ -12,6 +12,8 @@ Usage::
     python bench/lumbar_throughput.py                          # batch 1 vs 8, 60 images of 1024 px
     python bench/lumbar_throughput.py --batch-sizes 1,4,8,16 --images 120 --json out.json --plot p.png
     python bench/lumbar_throughput.py --device cuda            # on a machine with a GPU
+    python bench/lumbar_throughput.py --celery-workers 2       # scale-out path: PostgreSQL, the
+                                                               # local RabbitMQ, 2 `cdss worker`
 
 Measurement, not a test: it asserts nothing about speed.
 """
@@ -25,6 +27,7 @@ import re
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,25 +73,60 @@ def _mean_batch(api: str) -> float | None:
     return round(float(s.group(1)) / float(n.group(1)), 1) if s and n and float(n.group(1)) else None
 
 
+def _fresh_postgres(admin_url: str) -> tuple[str, str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"cdss_bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return name, make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres(admin_url: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
 def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, args) -> dict:
+    jobs: dict[str, object] = {"batch_size": batch, "workers": args.workers, "batch_wait_s": args.batch_wait}
+    db_name = db_url = None
+    if args.celery_workers:
+        db_name, db_url = _fresh_postgres(args.postgres)
+        jobs.update(
+            backend="celery", broker_url=args.broker, celery_queue=f"cdss.bench.{uuid.uuid4().hex[:8]}"
+        )
     node = NodeProcess(
         tmp / f"node-b{batch}",
+        database_url=db_url,
         destinations=[{"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}],
         extra={
-            "jobs": {"batch_size": batch, "workers": args.workers, "batch_wait_s": args.batch_wait},
+            "jobs": jobs,
             "models": {"device": args.device},
+            "dicom": {"reactor": args.reactor},
             "api": {"metrics_require_token": False},
             "logging": {"level": "WARNING"},
         },
     )
     node.start(timeout=300)
     assert node.proc is not None
+    workers = []
+    for i in range(args.celery_workers):
+        with (node.workdir / f"worker{i}.log").open("wb") as log:
+            workers.append(node._spawn("worker", log, "--concurrency", "1", "--hostname", f"w{i}@%h"))
+    pids = [node.proc.pid] + [w.pid for w in workers]
     db = node.database()
     try:
         storescu(warm, node.dicom_port)
         while not _idle(db, len(warm)):
             time.sleep(0.2)
-        load0, cpu0, t0 = _loadavg(), _cpu_s(node.proc.pid), time.monotonic()
+        load0, cpu0, t0 = _loadavg(), sum(map(_cpu_s, pids)), time.monotonic()
         r = storescu(files, node.dicom_port, timeout=3600)
         receive_s = time.monotonic() - t0
         if r.failed:
@@ -96,7 +134,7 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
         while not _idle(db, len(warm) + len(files)):
             time.sleep(0.2)
         wall = time.monotonic() - t0
-        cpu = _cpu_s(node.proc.pid) - cpu0
+        cpu = sum(map(_cpu_s, pids)) - cpu0
         from cdss.db import Job, JobState
 
         with db.session() as s:
@@ -117,7 +155,13 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
         }
     finally:
         db.dispose()
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(timeout=60)
         node.stop()
+        if db_name:
+            _drop_postgres(args.postgres, db_name)
 
 
 def main() -> int:
@@ -128,6 +172,19 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1, help="jobs.workers (default 1)")
     ap.add_argument("--batch-wait", type=float, default=0.0, help="jobs.batch_wait_s (default 0)")
     ap.add_argument("--device", default="auto", help="models.device (auto, cpu, cuda)")
+    ap.add_argument(
+        "--reactor", default="waking", help="dicom.reactor of the node (waking, polling; default waking)"
+    )
+    ap.add_argument(
+        "--celery-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="scale-out path instead of local threads: jobs.backend = celery on a fresh PostgreSQL "
+        "database and --broker, N `cdss worker --concurrency 1` processes (CPU counted with the node's)",
+    )
+    ap.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1/postgres")
+    ap.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args()
@@ -156,6 +213,7 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "max_side": args.max_side,
         "workers": args.workers,
+        "celery_workers": args.celery_workers,
         "device": args.device,
         "results": results,
     }
