@@ -174,7 +174,8 @@ class WakingDUL(DULServiceProvider):
                 elif self._is_transport_event():
                     self._idle_timer.restart()
             except Exception as exc:
-                log.error("dul_reactor_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                # the type only: a message about a peer's bytes could quote them (no PHI in logs)
+                log.error("dul_reactor_failed", error=type(exc).__name__)
                 # As pynetdicom: bypass the state machine, send an A-ABORT, stop both reactors
                 abort_pdu = A_ABORT_RQ()
                 abort_pdu.source = 0x02
