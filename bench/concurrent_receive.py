@@ -40,13 +40,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.bench_helpers import cpu_seconds, drop_postgres, scratch_postgres  # noqa: E402
 from tests.dicom_factory import make_image, write  # noqa: E402
 from tests.node_process import NodeProcess  # noqa: E402
 from tests.peers import free_port, wait_for_port  # noqa: E402
@@ -65,31 +65,6 @@ _RSP = re.compile(_TS + r" Received Store Response(?: \((.+)\))?")
 def loadavg() -> list[float]:
     """The 1, 5 and 15 minute load averages."""
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            out += [int(c) for c in task.read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its living descendants (receiver processes)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        todo += _children(p)
-    return total
 
 
 def _seconds(m: re.Match[str]) -> float:
@@ -186,9 +161,9 @@ def measure(
     cpu_pid: int | None = None,
 ) -> dict[str, object]:
     load_before = loadavg()
-    cpu_before = tree_cpu_seconds(cpu_pid) if cpu_pid else 0.0
+    cpu_before = cpu_seconds(cpu_pid, descendants=True) if cpu_pid else 0.0
     wall, logs = push(files_per_sender, port, "CDSS", log_cfg)
-    cpu = tree_cpu_seconds(cpu_pid) - cpu_before if cpu_pid else None
+    cpu = cpu_seconds(cpu_pid, descendants=True) - cpu_before if cpu_pid else None
     latencies = [x for log in logs for x in log.latencies_s]
     statuses = [s for log in logs for s in log.statuses]
     expected = sum(len(f) for f in files_per_sender)
@@ -232,36 +207,13 @@ def idle_cpu(port: int, pid: int, associations: int, seconds: float = 10.0) -> d
         if not all(a.is_established for a in held):
             raise SystemExit("idle measurement: an association was not established")
         time.sleep(1.0)
-        before = tree_cpu_seconds(pid)
+        before = cpu_seconds(pid, descendants=True)
         time.sleep(seconds)
-        used = tree_cpu_seconds(pid) - before
+        used = cpu_seconds(pid, descendants=True) - before
     finally:
         for a in held:
             a.release()
     return {"associations": associations, "seconds": seconds, "cpu_percent": round(100 * used / seconds, 1)}
-
-
-def _create_db(admin_url: str) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"cdss_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_db(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = make_url(url).database
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def _node_name(processes: int, reactor: str | None = None) -> str:
@@ -412,7 +364,7 @@ def main() -> int:
                 "receiver_processes": rp,
                 "reactor": reactor or reactors[0],
             }
-            db_url = _create_db(args.postgres) if args.postgres else None
+            db_url = scratch_postgres(args.postgres) if args.postgres else None
             node = NodeProcess(
                 work / f"node-{n}-{rp}-{reactor or reactors[0]}",
                 database_url=db_url,
@@ -438,7 +390,7 @@ def main() -> int:
             finally:
                 node.stop()
                 if db_url:
-                    _drop_db(args.postgres, db_url)
+                    drop_postgres(args.postgres, db_url)
             shutil.rmtree(work / f"node-{n}-{rp}-{reactor or reactors[0]}", ignore_errors=True)
         for r in results[-1 - len(variants) :]:
             print(

@@ -36,14 +36,9 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from tests.bench_helpers import cpu_seconds, drop_postgres, scratch_postgres  # noqa: E402
 from tests.node_process import NodeProcess, require_models, storescu, synthetic_images  # noqa: E402
 from tests.peers import run_orthanc  # noqa: E402
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _loadavg() -> float:
@@ -73,32 +68,11 @@ def _mean_batch(api: str) -> float | None:
     return round(float(s.group(1)) / float(n.group(1)), 1) if s and n and float(n.group(1)) else None
 
 
-def _fresh_postgres(admin_url: str) -> tuple[str, str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"cdss_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return name, make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_postgres(admin_url: str, name: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
-
-
 def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, args) -> dict:
     jobs: dict[str, object] = {"batch_size": batch, "workers": args.workers, "batch_wait_s": args.batch_wait}
-    db_name = db_url = None
+    db_url = None
     if args.celery_workers:
-        db_name, db_url = _fresh_postgres(args.postgres)
+        db_url = scratch_postgres(args.postgres)
         jobs.update(
             backend="celery", broker_url=args.broker, celery_queue=f"cdss.bench.{uuid.uuid4().hex[:8]}"
         )
@@ -126,7 +100,7 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
         storescu(warm, node.dicom_port)
         while not _idle(db, len(warm)):
             time.sleep(0.2)
-        load0, cpu0, t0 = _loadavg(), sum(map(_cpu_s, pids)), time.monotonic()
+        load0, cpu0, t0 = _loadavg(), sum(map(cpu_seconds, pids)), time.monotonic()
         r = storescu(files, node.dicom_port, timeout=3600)
         receive_s = time.monotonic() - t0
         if r.failed:
@@ -134,7 +108,7 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
         while not _idle(db, len(warm) + len(files)):
             time.sleep(0.2)
         wall = time.monotonic() - t0
-        cpu = sum(map(_cpu_s, pids)) - cpu0
+        cpu = sum(map(cpu_seconds, pids)) - cpu0
         from cdss.db import Job, JobState
 
         with db.session() as s:
@@ -160,8 +134,8 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
         for w in workers:
             w.wait(timeout=60)
         node.stop()
-        if db_name:
-            _drop_postgres(args.postgres, db_name)
+        if db_url:
+            drop_postgres(args.postgres, db_url)
 
 
 def main() -> int:

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
+from tests.bench_helpers import cpu_seconds  # noqa: E402
 from tests.node_process import NodeProcess, models_available, storescu, synthetic_images  # noqa: E402
 from tests.peers import run_orthanc  # noqa: E402
 
@@ -48,13 +49,6 @@ def _proc_status(pid: int) -> dict[str, str]:
             key, _, value = line.partition(":")
             out[key] = value.strip()
     return out
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def _done(db, n_jobs: int) -> tuple[bool, int]:
@@ -183,14 +177,14 @@ def main() -> int:
             }
             # ---- throughput
             before = warm_count + len(latency_files)
-            cpu0 = _cpu_seconds(pid)
+            cpu0 = cpu_seconds(pid)
             t0 = time.monotonic()
             r = storescu(push_files, node.dicom_port, timeout=3600)
             push_s = time.monotonic() - t0
             while not _done(db, before + len(push_files))[0]:
                 time.sleep(0.5)
             total_s = time.monotonic() - t0
-            cpu = _cpu_seconds(pid) - cpu0
+            cpu = cpu_seconds(pid) - cpu0
             status = _proc_status(pid)
             pacs_before = seen
             report["throughput"] = {
