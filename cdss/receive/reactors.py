@@ -32,6 +32,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from typing import TYPE_CHECKING, cast
 
 from pynetdicom import evt
@@ -73,6 +74,8 @@ class WakingDUL(DULServiceProvider):
         self._wake_lock = threading.Lock()
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        self._poller: select.poll | None = None  # the connection's socket and _wake_r
+        self._polled: socket.socket | None = None
 
     # -- wake-ups from other threads ---------------------------------------------------------
 
@@ -107,16 +110,17 @@ class WakingDUL(DULServiceProvider):
         transport = self.socket
         sock = transport.socket if transport is not None and transport._is_connected else None
         if sock is None or self._wake_r is None:
-            # No connection (yet / any more): pynetdicom's own pause.
-            threading.Event().wait(self._run_loop_delay)
+            time.sleep(self._run_loop_delay)  # no connection (yet / any more): pynetdicom's pause
             return
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return  # TLS bytes already decrypted and buffered: poll would not see them
         try:
-            poller = select.poll()  # not select(): no FD_SETSIZE limit on busy nodes
-            poller.register(sock, select.POLLIN)
-            poller.register(self._wake_r, select.POLLIN)
-            events = poller.poll(MAX_WAIT_S * 1000)
+            if self._poller is None or self._polled is not sock:
+                self._poller = select.poll()  # not select(): no FD_SETSIZE limit on busy nodes
+                self._poller.register(sock, select.POLLIN)
+                self._poller.register(self._wake_r, select.POLLIN)
+                self._polled = sock
+            events = self._poller.poll(MAX_WAIT_S * 1000)
         except (OSError, ValueError):
             return  # socket closed under us: the next ``ready`` check raises Evt17
         if any(fd == self._wake_r.fileno() for fd, _ in events):
@@ -135,6 +139,7 @@ class WakingDUL(DULServiceProvider):
                 if end is not None:
                     end.close()
             self._wake_r = self._wake_w = None
+            self._poller = self._polled = None
 
     # -- the reactor (pynetdicom 3.0.4 DULServiceProvider.run_reactor; waits changed) --------
 
