@@ -111,7 +111,7 @@ def main() -> int:
         after = _status(pid) if alive else {}
         echo = fuzz.echo_ok(node.dicom_port) if alive else False
         db = node.database()
-        with db.session() as s:
+        with db.read_session() as s:
             rows = {
                 uid: (key, sha)
                 for uid, key, sha in s.execute(

@@ -48,7 +48,7 @@ def _loadavg() -> float:
 def _idle(db, total: int) -> bool:
     from cdss.db import Delivery, DeliveryState, Job, JobState
 
-    with db.session() as s:
+    with db.read_session() as s:
         done = s.execute(
             select(func.count()).select_from(Job).where(Job.state.in_([JobState.SUCCEEDED, JobState.DEAD]))
         ).scalar_one()
@@ -68,6 +68,11 @@ def _mean_batch(api: str) -> float | None:
     return round(float(s.group(1)) / float(n.group(1)), 1) if s and n and float(n.group(1)) else None
 
 
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds of the node (with its analysis and receiver processes) and its workers."""
+    return sum(cpu_seconds(pid, descendants=True) for pid in pids)
+
+
 def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, args) -> dict:
     jobs: dict[str, object] = {"batch_size": batch, "workers": args.workers, "batch_wait_s": args.batch_wait}
     db_url = None
@@ -82,7 +87,7 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
         destinations=[{"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}],
         extra={
             "jobs": jobs,
-            "models": {"device": args.device},
+            "models": {"device": args.device, "processes": args.processes},
             "dicom": {"reactor": args.reactor},
             "api": {"metrics_require_token": False},
             "logging": {"level": "WARNING"},
@@ -100,7 +105,7 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
         storescu(warm, node.dicom_port)
         while not _idle(db, len(warm)):
             time.sleep(0.2)
-        load0, cpu0, t0 = _loadavg(), sum(map(cpu_seconds, pids)), time.monotonic()
+        load0, cpu0, t0 = _loadavg(), _cpu(pids), time.monotonic()
         r = storescu(files, node.dicom_port, timeout=3600)
         receive_s = time.monotonic() - t0
         if r.failed:
@@ -108,10 +113,10 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
         while not _idle(db, len(warm) + len(files)):
             time.sleep(0.2)
         wall = time.monotonic() - t0
-        cpu = sum(map(cpu_seconds, pids)) - cpu0
+        cpu = _cpu(pids) - cpu0
         from cdss.db import Job, JobState
 
-        with db.session() as s:
+        with db.read_session() as s:
             dead = s.execute(
                 select(func.count()).select_from(Job).where(Job.state == JobState.DEAD)
             ).scalar_one()
@@ -146,6 +151,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1, help="jobs.workers (default 1)")
     ap.add_argument("--batch-wait", type=float, default=0.0, help="jobs.batch_wait_s (default 0)")
     ap.add_argument("--device", default="auto", help="models.device (auto, cpu, cuda)")
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="models.processes: analysis worker processes of the node (default 0: in its own process)",
+    )
     ap.add_argument(
         "--reactor", default="waking", help="dicom.reactor of the node (waking, polling; default waking)"
     )
@@ -188,6 +199,7 @@ def main() -> int:
         "max_side": args.max_side,
         "workers": args.workers,
         "celery_workers": args.celery_workers,
+        "processes": args.processes,
         "device": args.device,
         "results": results,
     }

@@ -54,7 +54,7 @@ def _proc_status(pid: int) -> dict[str, str]:
 def _done(db, n_jobs: int) -> tuple[bool, int]:
     from cdss.db import Delivery, DeliveryState, Job, JobState
 
-    with db.session() as s:
+    with db.read_session() as s:
         finished = s.execute(
             select(func.count())
             .select_from(Job)
@@ -69,7 +69,7 @@ def _done(db, n_jobs: int) -> tuple[bool, int]:
 def _node_latencies(db, after_instance_id: int) -> list[float]:
     from cdss.db import Delivery, Instance, Job, Result
 
-    with db.session() as s:
+    with db.read_session() as s:
         rows = s.execute(
             select(Instance.received_at, func.max(Delivery.delivered_at))
             .join(Job, Job.instance_id == Instance.id)
@@ -199,7 +199,7 @@ def main() -> int:
             }
             from cdss.db import Job, Result
 
-            with db.session() as sess:
+            with db.read_session() as sess:
                 report["jobs"] = {
                     str(state.value): n
                     for state, n in sess.execute(select(Job.state, func.count()).group_by(Job.state)).all()

@@ -442,6 +442,15 @@ class ModelSettings(_Section):
         description="CPU threads per inference (0 = the cores divided among jobs.workers: 2 threads for one "
         "worker on 2 cores, 1 each for two).",
     )
+    processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Analysis worker processes (0 = in the node's own process, shared with its job "
+        "threads). N > 0 runs the models in N spawned processes, each with its own model copy, so the "
+        "analysis does not share the interpreter lock with receiving, encoding and sending "
+        "(docs/operations.md, 'Analysis throughput').",
+    )
     ultralytics_dir: Path | None = Field(
         None,
         description="Directory for Ultralytics' settings, fonts and run folders (it never downloads "

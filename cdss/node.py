@@ -29,7 +29,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy.engine import make_url
 
-from cdss.analysis.registry import ModelRegistry
+from cdss.analysis.pool import make_registry
 from cdss.api import create_app
 from cdss.audit import Action, EventID, EventType, Outcome, record_event
 from cdss.config import Analysis, JobBackend, SegProfile, Settings
@@ -140,7 +140,7 @@ class Node:
     settings
         Effective settings (:func:`cdss.config.load_settings`).
     registry_factory
-        Builds the model registry (default :class:`cdss.analysis.registry.ModelRegistry`).
+        Builds the model registry (default: :func:`cdss.analysis.pool.make_registry`, in this process or in ``models.processes`` worker processes).
     """
 
     def __init__(self, settings: Settings, *, registry_factory: Callable[[], Any] | None = None):
@@ -282,6 +282,14 @@ class Node:
             self.backend.stop(timeout=timeout)
         if self.dispatcher is not None:
             self.dispatcher.stop(timeout=timeout)
+        close = getattr(self.registry, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:
+                log.error(
+                    "model registry close failed", error_type=type(exc).__name__, where=exception_frames(exc)
+                )
         if self._reconciler is not None:
             self._reconciler.join(timeout=10)
         self._stop_api()
@@ -296,7 +304,7 @@ class Node:
     def _make_registry(self) -> Any:
         if self._registry_factory is not None:
             return self._registry_factory()
-        return ModelRegistry(self.settings.models, workers=self.settings.jobs.workers)
+        return make_registry(self.settings.models, workers=self.settings.jobs.workers)
 
     def _warm_up(self) -> None:
         started = time.monotonic()

@@ -125,6 +125,81 @@ def test_celery_backend_with_postgresql_and_rabbitmq(
     assert worker_rc == 0, node.worker_log()[-3000:]
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _analysis_workers(pid: int) -> list[int]:
+    """The node's spawned multiprocessing children that run analyses (not its resource tracker)."""
+    workers = []
+    for child in _children(pid):
+        try:
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"spawn_main" in cmd:
+            workers.append(child)
+    return workers
+
+
+def _gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() for p in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_analysis_in_worker_processes_reaches_the_pacs_and_ends_with_the_node(
+    tmp_path: Path, orthanc: Orthanc
+) -> None:
+    """models.processes = 2: lumbar and cervical results arrive as with the in-process models;
+    a graceful stop ends the workers, and so does a SIGKILLed node (the workers notice)."""
+    require_models()
+    node = NodeProcess(
+        tmp_path / "node",
+        destinations=[orthanc.destination()],
+        extra={"models": {"processes": 2}, "jobs": {"workers": 3}},
+    )
+    node.start(timeout=300)
+    assert node.proc is not None
+    workers = _analysis_workers(node.proc.pid)
+    assert len(workers) == 2, node.log()[-3000:]
+    files = synthetic_images(tmp_path / "modality", [("lumbar_lateral", 3), ("cervical_oblique", 4)])
+    report = storescu(files, node.dicom_port)
+    assert report.failed == [], report.output
+    objects = orthanc.wait_for_objects(5, timeout=240)
+    lumbar, cervical = (dcmread(f, stop_before_pixels=True) for f in files)
+    assert sorted(str(o.Modality) for o in objects if str(lumbar.SOPInstanceUID) in referenced_uids(o)) == [
+        "PR",
+        "SEG",
+        "SR",
+    ]
+    assert sorted(str(o.Modality) for o in objects if str(cervical.SOPInstanceUID) in referenced_uids(o)) == [
+        "PR",
+        "SR",
+    ]
+    assert node.stop() == 0
+    assert _gone(workers, timeout=30)
+
+    node.start(timeout=300)
+    assert node.proc is not None
+    workers = _analysis_workers(node.proc.pid)
+    assert len(workers) == 2
+    node.proc.kill()
+    node.proc.wait()
+    node.proc = None
+    assert _gone(workers, timeout=30)  # no orphaned model copies after a crash
+
+
 def test_node_without_destinations_warns_and_resumes_queued_work_after_a_crash(tmp_path: Path) -> None:
     """No models needed: a non-spine image is routed to "not applicable"."""
     node = NodeProcess(tmp_path / "node", extra={"jobs": {"workers": 0}})  # receive only

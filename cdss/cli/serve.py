@@ -68,7 +68,7 @@ def worker(
     Needs the same [database] and [storage] as `cdss serve` (PostgreSQL and a shared spool
     path when it runs on another machine). Models load once per worker process.
     """
-    from cdss.analysis.registry import ModelRegistry
+    from cdss.analysis.pool import make_registry
     from cdss.db import Database
     from cdss.jobs.celery_backend import WorkerContext, run_worker
     from cdss.jobs.pipeline import PipelineContext, make_processor
@@ -88,7 +88,7 @@ def worker(
     def factory() -> WorkerContext:
         db = Database(settings.database.url, pool_size=settings.database.pool_size)
         spool = Spool(settings.storage)
-        registry = ModelRegistry(settings.models, workers=settings.jobs.workers)
+        registry = make_registry(settings.models, workers=settings.jobs.workers)
         ctx = PipelineContext(settings, db, spool, registry)
         return WorkerContext(
             db, settings.jobs, make_processor(ctx), prepare=lambda: registry.warm_up(list(WARM_UP))
