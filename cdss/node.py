@@ -29,7 +29,6 @@ from typing import Any
 import uvicorn
 from sqlalchemy.engine import make_url
 
-from cdss.analysis.pool import make_registry
 from cdss.api import create_app
 from cdss.audit import Action, EventID, EventType, Outcome, record_event
 from cdss.config import Analysis, JobBackend, SegProfile, Settings
@@ -37,6 +36,7 @@ from cdss.db import Database, DeliveryState, JobState
 from cdss.dispatch import Dispatcher, count_deliveries, reconcile_deliveries
 from cdss.jobs import count_jobs, create_backend, reconcile_jobs
 from cdss.jobs.pipeline import PipelineContext, make_processor
+from cdss.jobs.processes import make_registry
 from cdss.jobs.states import queued_job_ids
 from cdss.logs import exception_frames, get_logger
 from cdss.metrics import QUEUE_DEPTH
@@ -140,7 +140,7 @@ class Node:
     settings
         Effective settings (:func:`cdss.config.load_settings`).
     registry_factory
-        Builds the model registry (default: :func:`cdss.analysis.pool.make_registry`, in this process or in ``models.processes`` worker processes).
+        Builds the model registry (default: :func:`cdss.jobs.processes.make_registry`, in this process or in ``models.processes`` worker processes).
     """
 
     def __init__(self, settings: Settings, *, registry_factory: Callable[[], Any] | None = None):

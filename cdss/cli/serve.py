@@ -68,10 +68,10 @@ def worker(
     Needs the same [database] and [storage] as `cdss serve` (PostgreSQL and a shared spool
     path when it runs on another machine). Models load once per worker process.
     """
-    from cdss.analysis.pool import make_registry
     from cdss.db import Database
     from cdss.jobs.celery_backend import WorkerContext, run_worker
     from cdss.jobs.pipeline import PipelineContext, make_processor
+    from cdss.jobs.processes import make_registry
     from cdss.logs import configure_logging
     from cdss.node import WARM_UP
     from cdss.store import Spool

@@ -6,6 +6,13 @@ Pure functions (datasets and dataclasses in, datasets out; no I/O). See ``docs/r
 """
 
 from cdss.encode.api import encode_results, overlay_for_context
-from cdss.encode.common import EncodedObject, EncodeError, ResultKind
+from cdss.encode.common import EncodedObject, EncodeError, ResultKind, WrittenObject
 
-__all__ = ["EncodeError", "EncodedObject", "ResultKind", "encode_results", "overlay_for_context"]
+__all__ = [
+    "EncodeError",
+    "EncodedObject",
+    "ResultKind",
+    "WrittenObject",
+    "encode_results",
+    "overlay_for_context",
+]

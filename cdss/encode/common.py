@@ -130,6 +130,37 @@ class EncodedObject:
         pydicom.dcmwrite(buf, self.dataset, enforce_file_format=True)
         return buf.getvalue()
 
+    def written(self) -> WrittenObject:
+        """This object as its Part 10 bytes and identifiers (what crosses a process boundary)."""
+        return WrittenObject(
+            kind=self.kind,
+            sop_class_uid=self.sop_class_uid,
+            sop_instance_uid=self.sop_instance_uid,
+            series_instance_uid=self.series_instance_uid,
+            seg_profile=self.seg_profile,
+            data=self.to_bytes(),
+        )
+
+
+@dataclass(frozen=True)
+class WrittenObject:
+    """A result object already written to Part 10 bytes (:meth:`EncodedObject.written`).
+
+    Offers what the job pipeline reads of an :class:`EncodedObject` (kind, UIDs, SEG profile,
+    :meth:`to_bytes`), without the dataset: cheap to send from an analysis worker process.
+    """
+
+    kind: ResultKind
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    seg_profile: SegProfile | None
+    data: bytes
+
+    def to_bytes(self) -> bytes:
+        """The DICOM Part 10 file, as written."""
+        return self.data
+
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(limit - 1, 0)] + "~"

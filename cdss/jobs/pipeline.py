@@ -62,7 +62,8 @@ from cdss.analysis.view.weights import ViewWeightsError
 from cdss.audit import Action, Outcome
 from cdss.config import Analysis, Settings
 from cdss.db import Database, Instance, Job, JobState, Series, utcnow
-from cdss.encode import EncodeError, encode_results
+from cdss.encode import EncodedObject, EncodeError, WrittenObject, encode_results
+from cdss.jobs.processes import EncodeRequest, Produced
 from cdss.jobs.results import StoredResult, record_results
 from cdss.jobs.states import ClaimedJob, LeaseLost, audit_job, defer_job, finish_job, guard_lease
 from cdss.jobs.summary import JobSummary, ResultRef
@@ -389,9 +390,9 @@ def process_jobs(jobs: list[ClaimedJob], ctx: PipelineContext) -> dict[int, Base
         if isinstance(outcome, BaseException):
             errors[item.job.id] = outcome
             continue
-        result, seconds = outcome
+        result, seconds, produced = outcome
         try:
-            _complete(item, result, seconds, ctx)
+            _complete(item, result, seconds, ctx, produced)
         except Exception as exc:
             errors[item.job.id] = exc
         else:
@@ -456,7 +457,9 @@ def _route_and_choose(job: ClaimedJob, ctx: PipelineContext) -> _Pending | None:
     return _Pending(job, src, ds, decision, analysis, choice)
 
 
-_Analysed = tuple[LumbarResult | CervicalResult, float] | BaseException
+#: Per job: the result, seconds of analysis and, when a worker process encoded them too, its
+#: written result objects (else ``None``: :func:`_complete` encodes); or the analysis' error.
+_Analysed = tuple[LumbarResult | CervicalResult, float, Produced | None] | BaseException
 
 
 def _permanent(exc: BaseException) -> BaseException:
@@ -474,7 +477,41 @@ def _analyse_one(item: _Pending, ctx: PipelineContext) -> _Analysed:
         result = ctx.registry.analyse(item.analysis, item.ds, laterality=item.decision.laterality)
     except Exception as exc:
         return _permanent(exc)
-    return result, time.monotonic() - started
+    return result, time.monotonic() - started, None
+
+
+def encode_request(settings: Settings) -> EncodeRequest:
+    """How this node encodes results: its result settings, Secondary Capture and SEG profiles.
+
+    A Secondary Capture is made whenever a target will receive one: a destination that asks for
+    it (send_sc), or the calling AE when results.secondary_capture (cdss.route.destinations).
+    """
+    include_sc = any(d.send_sc for d in settings.destinations) or (
+        settings.dispatch.return_to_calling_ae and settings.results.secondary_capture
+    )
+    return EncodeRequest(settings.results, include_sc, tuple(seg_profiles_wanted(settings)))
+
+
+def _produce_all(
+    groups: dict[Analysis, list[_Pending]], produce_many: Callable[..., list[Any]], ctx: PipelineContext
+) -> dict[int, _Analysed]:
+    """Analyse and encode in the registry's worker processes (``models.processes``)."""
+    out: dict[int, _Analysed] = {}
+    request = encode_request(ctx.settings)
+    for analysis, items in groups.items():
+        BATCH_SIZE.labels(analysis=analysis.value).observe(len(items))
+        try:
+            produced = produce_many(analysis, [(i.ds, i.decision.laterality) for i in items], request)
+        except Exception as exc:  # a worker died: every job of the call is retried
+            for item in items:
+                out[item.job.id] = _permanent(exc)
+            continue
+        for item, got in zip(items, produced, strict=True):
+            if isinstance(got, BaseException):
+                out[item.job.id] = _permanent(got)
+            else:
+                out[item.job.id] = (got.result, got.analysis_s, got)
+    return out
 
 
 def _analyse_all(pending: list[_Pending], ctx: PipelineContext) -> dict[int, _Analysed]:
@@ -487,6 +524,9 @@ def _analyse_all(pending: list[_Pending], ctx: PipelineContext) -> dict[int, _An
     groups: dict[Analysis, list[_Pending]] = {}
     for item in pending:
         groups.setdefault(item.analysis, []).append(item)
+    produce_many = getattr(ctx.registry, "analyse_and_encode", None)
+    if callable(produce_many):
+        return _produce_all(groups, produce_many, ctx)
     batch = getattr(ctx.registry, "analyse_batch", None)
     for analysis, items in groups.items():
         BATCH_SIZE.labels(analysis=analysis.value).observe(len(items))
@@ -513,14 +553,19 @@ def _analyse_all(pending: list[_Pending], ctx: PipelineContext) -> dict[int, _An
             continue
         share = (time.monotonic() - started) / len(items)
         for item, result in zip(items, results, strict=True):
-            out[item.job.id] = (result, share)
+            out[item.job.id] = (result, share, None)
     return out
 
 
 def _complete(
-    item: _Pending, result: LumbarResult | CervicalResult, analysis_s: float, ctx: PipelineContext
+    item: _Pending,
+    result: LumbarResult | CervicalResult,
+    analysis_s: float,
+    ctx: PipelineContext,
+    produced: Produced | None = None,
 ) -> None:
-    """Encode, store and commit one analysed job's results (its final transaction)."""
+    """Encode (unless a worker process did: ``produced``), store and commit one analysed job's
+    results (its final transaction)."""
     settings = ctx.settings
     job, src, ds, decision, analysis, choice = (
         item.job,
@@ -532,17 +577,18 @@ def _complete(
     )
     evidence = decision.evidence_or_default()
     started = time.monotonic()
-    # A Secondary Capture is made whenever a target will receive one: a destination that asks for
-    # it (send_sc), or the calling AE when results.secondary_capture (cdss.route.destinations).
-    include_sc = any(d.send_sc for d in settings.destinations) or (
-        settings.dispatch.return_to_calling_ae and settings.results.secondary_capture
-    )
-    try:
-        encoded = encode_results(
-            ds, result, settings.results, include_sc=include_sc, seg_profiles=seg_profiles_wanted(settings)
-        )
-    except PERMANENT_ERRORS as exc:
-        raise UnanalysableImage(f"{type(exc).__name__}: {exc}") from exc
+    encoded: list[EncodedObject] | list[WrittenObject]
+    if produced is not None:
+        encoded = produced.objects
+        started -= produced.encode_s
+    else:
+        request = encode_request(settings)
+        try:
+            encoded = encode_results(
+                ds, result, request.settings, include_sc=request.include_sc, seg_profiles=request.seg_profiles
+            )
+        except PERMANENT_ERRORS as exc:
+            raise UnanalysableImage(f"{type(exc).__name__}: {exc}") from exc
     ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(analysis_s + time.monotonic() - started)
 
     stored: list[StoredResult] = []

@@ -7,6 +7,7 @@ analysis' own errors come back as themselves, and closing ends every worker.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -15,11 +16,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from cdss.analysis.pixels import PixelDataError
-from cdss.analysis.pool import AnalysisProcessLost, ProcessRegistry, make_registry
+from cdss.analysis.pixels import PixelDataError, display_image
 from cdss.analysis.registry import ModelRegistry
 from cdss.analysis.types import LumbarResult
-from cdss.config import Analysis, ModelSettings
+from cdss.config import Analysis, ModelSettings, ResultSettings, SegProfile
+from cdss.encode import ResultKind
+from cdss.jobs.processes import AnalysisProcessLost, EncodeRequest, ProcessRegistry, Produced, make_registry
 from tests.node_process import require_models
 
 HELDOUT = Path(__file__).resolve().parent.parent / "fixtures" / "heldout" / "lumbar"
@@ -63,7 +65,10 @@ def test_settings_choose_the_registry() -> None:
 def test_workers_analyse_like_the_node_and_survive_a_killed_worker() -> None:
     require_models("lumbar")
     ds = pydicom.dcmread(sorted(HELDOUT.glob("*_standard.dcm"))[0])
-    local = ModelRegistry(SETTINGS).analyse(Analysis.LUMBAR_LATERAL, ds)
+    in_process = ModelRegistry(SETTINGS)
+    local = in_process.analyse(Analysis.LUMBAR_LATERAL, ds)
+    image = display_image(ds)
+    local_view = in_process.view_classifier().classify(image)
 
     pool = ProcessRegistry(SETTINGS, processes=2)
     try:
@@ -80,10 +85,31 @@ def test_workers_analyse_like_the_node_and_survive_a_killed_worker() -> None:
         assert all((a.mask == b.mask).all() for a, b in zip(remote.vertebrae, local.vertebrae, strict=True))
         assert pool.model_info(Analysis.LUMBAR_LATERAL).weights_sha256 == local.model.weights_sha256
 
+        # Routing's view classifier runs in the workers too, with the same answer.
+        view = pool.view_classifier()
+        assert view is pool.view_classifier() and view.info == in_process.view_classifier().info
+        remote_view = view.classify(image)
+        assert remote_view.label == local_view.label
+        assert remote_view.probabilities == pytest.approx(local_view.probabilities, abs=1e-5)
+
         # The analysis' own errors come back as themselves (the pipeline tells permanent ones apart).
         no_pixels = pydicom.dcmread(sorted(HELDOUT.glob("*_standard.dcm"))[0], stop_before_pixels=True)
         with pytest.raises(PixelDataError):
             pool.analyse(Analysis.LUMBAR_LATERAL, no_pixels)
+
+        # What the job pipeline asks for: analysis and encoding in the worker, per image; a bad
+        # image of a batch fails alone.
+        request = EncodeRequest(ResultSettings(), include_sc=False, seg_profiles=(SegProfile.STANDARD,))
+        good, bad = pool.analyse_and_encode(Analysis.LUMBAR_LATERAL, [(ds, None), (no_pixels, None)], request)
+        assert isinstance(bad, PixelDataError)
+        assert isinstance(good, Produced) and _levels(good.result) == _levels(local)
+        assert [o.kind for o in good.objects] == [ResultKind.SEG, ResultKind.SR, ResultKind.GSPS]
+        for obj in good.objects:
+            written = pydicom.dcmread(io.BytesIO(obj.to_bytes()))
+            assert str(written.SOPInstanceUID) == obj.sop_instance_uid
+            assert str(written.SOPClassUID) == obj.sop_class_uid
+            assert written.StudyInstanceUID == ds.StudyInstanceUID
+        assert good.analysis_s > 0 and good.encode_s > 0
 
         os.kill(pids[0], signal.SIGKILL)
         assert _wait_gone([pids[0]])

@@ -1,4 +1,4 @@
-"""Analysis in worker processes: the models run outside the node's interpreter lock.
+"""Analysis and encoding in worker processes: they run outside the node's interpreter lock.
 
 One Python process serves every job thread of the local backend, so the Python half of the
 lumbar pipeline (mask outlines, corner fits, edge refinement) and the encoders share one GIL;
@@ -6,8 +6,12 @@ on 2 cores the node used about 1.1 of them (docs/operations.md, "Analysis throug
 :class:`ProcessRegistry` keeps the :class:`~cdss.analysis.registry.ModelRegistry` interface
 (``analyse``, ``analyse_batch``, ``model_info``, ``warm_up``, ``view_classifier``) and runs the
 analyses in ``models.processes`` spawned worker processes, each with its own model copy (loaded
-once, CUDA when present) and ``cores // processes`` torch threads. The job threads block on a
-future and release the lock while they wait, so encoding, receiving and sending go on.
+once, CUDA when present) and ``cores // processes`` torch threads. The job pipeline asks for
+more than the analysis: :meth:`ProcessRegistry.analyse_and_encode` also encodes the results
+(SEG, SR, GSPS, SC: :func:`cdss.encode.encode_results`, pure) and writes them to Part 10 bytes
+in the worker, because on the CPU the SR encoder alone took half of the node's lock time
+(docs/operations.md, "Analysis throughput"). The job threads block on a future and release the
+lock while they wait, so receiving, committing and sending go on.
 
 >>> reg = ProcessRegistry(settings.models, processes=2)
 >>> reg.warm_up([Analysis.LUMBAR_LATERAL])     # starts both processes and loads their models
@@ -15,13 +19,14 @@ future and release the lock while they wait, so encoding, receiving and sending 
 >>> reg.close()
 
 Datasets go to the workers pickled (pixel data still encoded: the worker decodes it), results
-come back pickled (masks included). A worker ends by itself when the node that started it is gone. A worker that dies (out of memory, a crash in native code)
+come back pickled (masks included) with their result objects as bytes
+(:class:`cdss.encode.WrittenObject`). A worker ends by itself when the node that started it is gone. A worker that dies (out of memory, a crash in native code)
 breaks its executor: the call raises :class:`AnalysisProcessLost`, a transient error the job
 runner retries with back-off, and the next call starts a fresh set of processes. Errors raised
 by the analysis itself (e.g. undecodable pixels) come back as themselves.
 
-The view classifier that routing uses stays in the node's process (one small model, used only
-when the tags are missing or contradict each other).
+The view classifier that routing asks (:meth:`ProcessRegistry.view_classifier`) runs in the
+worker processes too: the node sends the decoded display image and gets the prediction back.
 """
 
 from __future__ import annotations
@@ -33,22 +38,113 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from cdss.analysis.registry import Item, ModelRegistry, Result
 from cdss.analysis.types import Laterality, ModelInfo
-from cdss.analysis.view.classifier import ViewClassifier
-from cdss.config import Analysis, ModelSettings
+from cdss.analysis.view.labels import ViewPrediction
+from cdss.config import Analysis, ModelSettings, ResultSettings, SegProfile
+from cdss.encode import WrittenObject, encode_results
 from cdss.logs import get_logger
 
-__all__ = ["AnalysisProcessLost", "ProcessRegistry", "make_registry"]
+__all__ = [
+    "AnalysisProcessLost",
+    "EncodeRequest",
+    "ProcessRegistry",
+    "Produced",
+    "make_registry",
+    "produce",
+]
 
 log = get_logger(__name__)
 
 #: Seconds ``warm_up`` waits for every worker process to start and load its models.
 START_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class EncodeRequest:
+    """How the job pipeline wants an image's results encoded (the arguments of ``encode_results``)."""
+
+    settings: ResultSettings
+    include_sc: bool
+    seg_profiles: tuple[SegProfile, ...]
+
+
+@dataclass(frozen=True)
+class Produced:
+    """One image analysed and its results encoded.
+
+    Attributes
+    ----------
+    analysis_s, encode_s
+        Seconds of analysis (a batch's time shared equally) and of encoding plus writing.
+    """
+
+    result: Result
+    objects: list[WrittenObject]
+    analysis_s: float
+    encode_s: float
+
+
+def produce(
+    registry: ModelRegistry, analysis: Analysis, items: list[Item], request: EncodeRequest
+) -> list[Produced | BaseException]:
+    """Analyse ``items`` with one batched model call and encode each image's results.
+
+    A failing batch is analysed image by image, so that one bad image fails alone; an image's
+    analysis or encoding error is returned in its place (never raised).
+
+    Parameters
+    ----------
+    registry
+        The models of this process.
+    analysis
+        One analysis for all items.
+    items
+        ``(dataset, laterality)`` pairs; each dataset is also the source the results reference.
+    request
+        Result settings, Secondary Capture, SEG profiles.
+    """
+    started = time.monotonic()
+    results: list[Result | BaseException]
+    try:
+        results = list(registry.analyse_batch(analysis, items))
+        if len(results) != len(items):
+            raise RuntimeError(f"analyse_batch returned {len(results)} results for {len(items)} images")
+        shares = [(time.monotonic() - started) / len(items)] * len(items)
+    except Exception:
+        if len(items) == 1:
+            raise
+        results, shares = [], []
+        for item in items:
+            one = time.monotonic()
+            try:
+                results.append(registry.analyse_batch(analysis, [item])[0])
+            except Exception as exc:
+                results.append(exc)
+            shares.append(time.monotonic() - one)
+    out: list[Produced | BaseException] = []
+    for (ds, _), result, share in zip(items, results, shares, strict=True):
+        if isinstance(result, BaseException):
+            out.append(result)
+            continue
+        one = time.monotonic()
+        try:
+            objects = encode_results(
+                ds, result, request.settings, include_sc=request.include_sc, seg_profiles=request.seg_profiles
+            )
+            written = [obj.written() for obj in objects]
+        except Exception as exc:
+            out.append(exc)
+            continue
+        out.append(Produced(result, written, share, time.monotonic() - one))
+    return out
+
 
 # ---------------------------------------------------------------- inside a worker process
 _worker_registry: ModelRegistry | None = None
@@ -92,8 +188,25 @@ def _worker_batch(analysis: Analysis, items: list[Item]) -> list[Result]:
     return _registry().analyse_batch(analysis, items)
 
 
+def _worker_produce(
+    analysis: Analysis, items: list[Item], request: EncodeRequest
+) -> list[Produced | BaseException]:
+    try:
+        return produce(_registry(), analysis, items, request)
+    except Exception as exc:  # the one image's analysis failed: its error, in its place
+        return [exc]
+
+
 def _worker_info(analysis: Analysis) -> ModelInfo:
     return _registry().model_info(analysis)
+
+
+def _worker_view_info(weights: Path | None) -> ModelInfo:
+    return _registry().view_classifier(weights).info
+
+
+def _worker_classify(weights: Path | None, image: np.ndarray) -> ViewPrediction:
+    return _registry().view_classifier(weights).classify(image)
 
 
 def _worker_started(timeout_s: float) -> int:
@@ -108,6 +221,27 @@ class AnalysisProcessLost(RuntimeError):
     """An analysis worker process died while it held the image (transient: the job is retried)."""
 
 
+class RemoteViewClassifier:
+    """The view classifier of the worker processes, for routing in the node's process.
+
+    Same contract as :class:`~cdss.analysis.view.classifier.ViewClassifier` (``info``,
+    ``classify(display_image)``); the image goes to a worker pickled.
+    """
+
+    def __init__(self, registry: ProcessRegistry, weights: Path | None) -> None:
+        self._registry = registry
+        self._weights = weights
+        got = registry._call(_worker_view_info, weights)
+        assert isinstance(got, ModelInfo)
+        self.info: ModelInfo = got
+
+    def classify(self, display_image: np.ndarray) -> ViewPrediction:
+        """Classify one image (float32 in [0, 1], bone bright, ``(rows, columns)``) in a worker."""
+        got = self._registry._call(_worker_classify, self._weights, display_image)
+        assert isinstance(got, ViewPrediction)
+        return got
+
+
 class ProcessRegistry:
     """Analysis models in ``processes`` worker processes (see the module docstring).
 
@@ -118,22 +252,19 @@ class ProcessRegistry:
     processes
         Worker processes (≥ 1). With ``models.torch_threads = 0`` each uses ``cores // processes``
         torch threads.
-    workers
-        Job threads of the node that call in (``jobs.workers``); only the in-process view
-        classifier uses it, to size its torch threads.
     """
 
-    def __init__(self, settings: ModelSettings, processes: int, workers: int = 1) -> None:
+    def __init__(self, settings: ModelSettings, processes: int) -> None:
         if processes < 1:
             raise ValueError(f"models.processes must be ≥ 1 for a process pool, got {processes}")
         self.settings = settings
         self.processes = int(processes)
-        self._local = ModelRegistry(settings, workers=workers)
         self._ctx = multiprocessing.get_context("spawn")
         self._executor: ProcessPoolExecutor | None = None
         self._warm: tuple[Analysis, ...] = ()
         self._guard = threading.Lock()
         self._info: dict[Analysis, ModelInfo] = {}
+        self._views: dict[str, RemoteViewClassifier] = {}
         self._pids: list[int] = []
         self._closed = False
 
@@ -215,7 +346,7 @@ class ProcessRegistry:
 
     def loaded(self) -> list[str]:
         """The analyses the worker processes load at start, as ``process:<analysis>``."""
-        return [f"process:{a.value}" for a in self._warm] + self._local.loaded()
+        return [f"process:{a.value}" for a in self._warm]
 
     def analyse(self, analysis: Analysis, ds: Dataset, laterality: Laterality | None = None) -> Result:
         """Run ``analysis`` on ``ds`` in a worker process (as :meth:`ModelRegistry.analyse`)."""
@@ -227,6 +358,20 @@ class ProcessRegistry:
         assert isinstance(out, list)
         return out
 
+    def analyse_and_encode(
+        self, analysis: Analysis, items: list[Item], request: EncodeRequest
+    ) -> list[Produced | BaseException]:
+        """:func:`produce` in one worker process: results and their encoded objects, per item.
+
+        Raises
+        ------
+        AnalysisProcessLost
+            The worker died (every item of the call is to be retried).
+        """
+        out = self._call(_worker_produce, analysis, list(items), request)
+        assert isinstance(out, list) and len(out) == len(items)
+        return out
+
     def model_info(self, analysis: Analysis) -> ModelInfo:
         """Identity of the model that serves ``analysis`` (asked once from a worker, then cached)."""
         info = self._info.get(analysis)
@@ -236,9 +381,19 @@ class ProcessRegistry:
             info = self._info.setdefault(analysis, got)
         return info
 
-    def view_classifier(self, weights: Path | None = None) -> ViewClassifier:
-        """The view classifier for routing, loaded in this process (see the module docstring)."""
-        return self._local.view_classifier(weights)
+    def view_classifier(self, weights: Path | None = None) -> RemoteViewClassifier:
+        """The view classifier for routing; it runs in the worker processes (loaded there once).
+
+        Parameters
+        ----------
+        weights
+            ``route.view_weights``; ``None`` = the shipped model.
+        """
+        key = str(weights or "shipped")
+        view = self._views.get(key)
+        if view is None:
+            view = self._views.setdefault(key, RemoteViewClassifier(self, weights))
+        return view
 
 
 def make_registry(settings: ModelSettings, workers: int = 1) -> ModelRegistry | ProcessRegistry:
@@ -249,8 +404,9 @@ def make_registry(settings: ModelSettings, workers: int = 1) -> ModelRegistry | 
     settings
         ``[models]``; ``processes`` chooses.
     workers
-        Job threads that call the registry (``jobs.workers``).
+        Job threads that call the registry (``jobs.workers``): they share the cores of an
+        in-process registry; a pool sizes its workers' threads by ``processes`` instead.
     """
     if settings.processes > 0:
-        return ProcessRegistry(settings, settings.processes, workers=workers)
+        return ProcessRegistry(settings, settings.processes)
     return ModelRegistry(settings, workers=workers)
