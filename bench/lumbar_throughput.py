@@ -1,19 +1,22 @@
-"""Sustained end-to-end throughput of lateral lumbar images, by ``jobs.batch_size``, same run.
+"""Sustained end-to-end throughput of lateral lumbar images, by ``models.processes`` and
+``jobs.batch_size``, same run.
 
-For each batch size a fresh ``cdss serve`` (SQLite with fsync, local backend, ``--workers``
-threads) with Orthanc as the PACS gets two warm-up images, then a push of ``--images`` distinct
-synthetic lateral lumbar radiographs over one association; the figure is images per minute from
-the start of the push until the last result object (SEG, SR, GSPS) was delivered to Orthanc. The
-node's CPU time per image, the mean batch the workers formed (``cdss_analysis_batch_size``) and
-the load average are recorded with each figure.
+For each combination a fresh ``cdss serve`` (SQLite with fsync, local backend, ``--workers``
+threads; by default two per analysis process) with Orthanc as the PACS gets two warm-up images,
+then a push of ``--images`` distinct synthetic lateral lumbar radiographs over one association;
+the figure is images per minute from the start of the push until the last result object (SEG,
+SR, GSPS) was delivered to Orthanc. The CPU time per image of the node and its child processes,
+the mean batch the workers formed (``cdss_analysis_batch_size``) and the load average are
+recorded with each figure.
 
 Usage::
 
-    python bench/lumbar_throughput.py                          # batch 1 vs 8, 60 images of 1024 px
-    python bench/lumbar_throughput.py --batch-sizes 1,4,8,16 --images 120 --json out.json --plot p.png
+    python bench/lumbar_throughput.py                          # processes 0 vs 2, 60 images of 1024 px
+    python bench/lumbar_throughput.py --processes 2 --images 240 --workers 6 --json out.json --plot p.png
+    python bench/lumbar_throughput.py --processes 0 --batch-sizes 1,8   # batched inference
     python bench/lumbar_throughput.py --device cuda            # on a machine with a GPU
-    python bench/lumbar_throughput.py --celery-workers 2       # scale-out path: PostgreSQL, the
-                                                               # local RabbitMQ, 2 `cdss worker`
+    python bench/lumbar_throughput.py --processes 0 --celery-workers 2  # scale-out path: PostgreSQL,
+                                                               # the local RabbitMQ, 2 `cdss worker`
 
 Measurement, not a test: it asserts nothing about speed.
 """
@@ -73,8 +76,14 @@ def _cpu(pids: list[int]) -> float:
     return sum(cpu_seconds(pid, descendants=True) for pid in pids)
 
 
-def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, args) -> dict:
-    jobs: dict[str, object] = {"batch_size": batch, "workers": args.workers, "batch_wait_s": args.batch_wait}
+def _workers(args, processes: int) -> int:
+    """jobs.workers: as given, or (0) two job threads per analysis process, at least two."""
+    return args.workers if args.workers > 0 else max(2, 2 * processes)
+
+
+def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, processes: int, args) -> dict:
+    job_threads = _workers(args, processes)
+    jobs: dict[str, object] = {"batch_size": batch, "workers": job_threads, "batch_wait_s": args.batch_wait}
     db_url = None
     if args.celery_workers:
         db_url = scratch_postgres(args.postgres)
@@ -82,12 +91,12 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
             backend="celery", broker_url=args.broker, celery_queue=f"cdss.bench.{uuid.uuid4().hex[:8]}"
         )
     node = NodeProcess(
-        tmp / f"node-b{batch}",
+        tmp / f"node-b{batch}-p{processes}",
         database_url=db_url,
         destinations=[{"name": "pacs", "ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}],
         extra={
             "jobs": jobs,
-            "models": {"device": args.device, "processes": args.processes},
+            "models": {"device": args.device, "processes": processes},
             "dicom": {"reactor": args.reactor},
             "api": {"metrics_require_token": False},
             "logging": {"level": "WARNING"},
@@ -122,6 +131,8 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
             ).scalar_one()
         return {
             "batch_size": batch,
+            "processes": processes,
+            "workers": job_threads,
             "images": len(files),
             "receive_s": round(receive_s, 1),
             "all_delivered_s": round(wall, 1),
@@ -145,17 +156,19 @@ def run_one(tmp: Path, pacs, files: list[Path], warm: list[Path], batch: int, ar
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batch-sizes", default="1,8")
+    ap.add_argument("--batch-sizes", default="1", help="jobs.batch_size values (default 1; e.g. 1,8)")
     ap.add_argument("--images", type=int, default=60)
     ap.add_argument("--max-side", type=int, default=1024)
-    ap.add_argument("--workers", type=int, default=1, help="jobs.workers (default 1)")
+    ap.add_argument(
+        "--workers", type=int, default=0, help="jobs.workers (default 0: 2 per analysis process, at least 2)"
+    )
     ap.add_argument("--batch-wait", type=float, default=0.0, help="jobs.batch_wait_s (default 0)")
     ap.add_argument("--device", default="auto", help="models.device (auto, cpu, cuda)")
     ap.add_argument(
         "--processes",
-        type=int,
-        default=0,
-        help="models.processes: analysis worker processes of the node (default 0: in its own process)",
+        default="0,2",
+        help="models.processes values, each a run (default 0,2: models in the node's process, then "
+        "analysis and encoding in 2 worker processes)",
     )
     ap.add_argument(
         "--reactor", default="waking", help="dicom.reactor of the node (waking, polling; default waking)"
@@ -175,6 +188,7 @@ def main() -> int:
     args = ap.parse_args()
     require_models("lumbar")
     sizes = [int(x) for x in args.batch_sizes.split(",")]
+    procs = [int(x) for x in args.processes.split(",")]
     results = []
     with tempfile.TemporaryDirectory(prefix="cdss-bench-lumbar-") as tmp_s:
         tmp = Path(tmp_s)
@@ -185,11 +199,12 @@ def main() -> int:
             tmp / "warm", [("lumbar_lateral", 1900), ("lumbar_lateral", 1901)], max_side=args.max_side
         )
         with run_orthanc(tmp / "orthanc") as pacs:
-            for batch in sizes:
-                row = run_one(tmp, pacs, files, warm, batch, args)
+            for processes, batch in [(p, b) for p in procs for b in sizes]:
+                row = run_one(tmp, pacs, files, warm, batch, processes, args)
                 results.append(row)
                 print(
-                    f"  batch {batch:3d}: {row['images_per_min']:6.1f} images/min, "
+                    f"  processes {processes}, workers {row['workers']}, batch {batch:3d}: "
+                    f"{row['images_per_min']:6.1f} images/min, "
                     f"{row['node_cpu_s_per_image']:.3f} CPU s/image, mean batch {row['mean_batch']}, "
                     f"load {row['loadavg_before']:.2f}",
                     flush=True,
@@ -197,9 +212,7 @@ def main() -> int:
     report = {
         "cpus": os.cpu_count(),
         "max_side": args.max_side,
-        "workers": args.workers,
         "celery_workers": args.celery_workers,
-        "processes": args.processes,
         "device": args.device,
         "results": results,
     }
@@ -213,17 +226,20 @@ def main() -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 3.6))
-        labels = [str(r["batch_size"]) for r in results]
+        labels = [f"p{r['processes']} w{r['workers']} b{r['batch_size']}" for r in results]
         ax.bar(labels, [r["images_per_min"] for r in results], color="#4c72b0")
         ax.axhline(150, color="k", ls="--", lw=1, label="150 images/min")
         for i, r in enumerate(results):
             ax.text(
                 i, r["images_per_min"], f"{r['images_per_min']:.0f}", ha="center", va="bottom", fontsize=8
             )
-        ax.set(xlabel="jobs.batch_size", ylabel="lateral lumbar images/min (C-STORE → in PACS)")
+        ax.set(
+            xlabel="models.processes (p), jobs.workers (w), jobs.batch_size (b)",
+            ylabel="lateral lumbar images/min (C-STORE → in PACS)",
+        )
         ax.legend(fontsize=8)
         ax.set_title(
-            f"{args.images} images, {args.max_side} px, {args.workers} worker(s), {os.cpu_count()} cores, "
+            f"{args.images} images, {args.max_side} px, {os.cpu_count()} cores, "
             f"load {results[0]['loadavg_before']:.1f}-{max(r['loadavg_after'] for r in results):.1f}",
             fontsize=8,
         )
