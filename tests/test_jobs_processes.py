@@ -102,6 +102,8 @@ def test_workers_analyse_like_the_node_and_survive_a_killed_worker() -> None:
         request = EncodeRequest(ResultSettings(), include_sc=False, seg_profiles=(SegProfile.STANDARD,))
         good, bad = pool.analyse_and_encode(Analysis.LUMBAR_LATERAL, [(ds, None), (no_pixels, None)], request)
         assert isinstance(bad, PixelDataError)
+        (alone,) = pool.analyse_and_encode(Analysis.LUMBAR_LATERAL, [(no_pixels, None)], request)
+        assert isinstance(alone, PixelDataError)  # returned in its place, not raised
         assert isinstance(good, Produced) and _levels(good.result) == _levels(local)
         assert [o.kind for o in good.objects] == [ResultKind.SEG, ResultKind.SR, ResultKind.GSPS]
         for obj in good.objects:

@@ -91,6 +91,21 @@ class Produced:
     encode_s: float
 
 
+def _one_by_one(
+    registry: ModelRegistry, analysis: Analysis, items: list[Item]
+) -> tuple[list[Result | BaseException], list[float]]:
+    results: list[Result | BaseException] = []
+    shares: list[float] = []
+    for item in items:
+        one = time.monotonic()
+        try:
+            results.append(registry.analyse_batch(analysis, [item])[0])
+        except Exception as exc:
+            results.append(exc)
+        shares.append(time.monotonic() - one)
+    return results, shares
+
+
 def produce(
     registry: ModelRegistry, analysis: Analysis, items: list[Item], request: EncodeRequest
 ) -> list[Produced | BaseException]:
@@ -117,17 +132,11 @@ def produce(
         if len(results) != len(items):
             raise RuntimeError(f"analyse_batch returned {len(results)} results for {len(items)} images")
         shares = [(time.monotonic() - started) / len(items)] * len(items)
-    except Exception:
+    except Exception as exc:
         if len(items) == 1:
-            raise
-        results, shares = [], []
-        for item in items:
-            one = time.monotonic()
-            try:
-                results.append(registry.analyse_batch(analysis, [item])[0])
-            except Exception as exc:
-                results.append(exc)
-            shares.append(time.monotonic() - one)
+            results, shares = [exc], [time.monotonic() - started]
+        else:
+            results, shares = _one_by_one(registry, analysis, items)
     out: list[Produced | BaseException] = []
     for (ds, _), result, share in zip(items, results, shares, strict=True):
         if isinstance(result, BaseException):
@@ -191,10 +200,7 @@ def _worker_batch(analysis: Analysis, items: list[Item]) -> list[Result]:
 def _worker_produce(
     analysis: Analysis, items: list[Item], request: EncodeRequest
 ) -> list[Produced | BaseException]:
-    try:
-        return produce(_registry(), analysis, items, request)
-    except Exception as exc:  # the one image's analysis failed: its error, in its place
-        return [exc]
+    return produce(_registry(), analysis, items, request)
 
 
 def _worker_info(analysis: Analysis) -> ModelInfo:
