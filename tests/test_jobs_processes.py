@@ -21,7 +21,8 @@ from cdss.analysis.registry import ModelRegistry
 from cdss.analysis.types import LumbarResult
 from cdss.config import Analysis, ModelSettings, ResultSettings, SegProfile
 from cdss.encode import ResultKind
-from cdss.jobs.processes import AnalysisProcessLost, EncodeRequest, ProcessRegistry, Produced, make_registry
+from cdss.jobs.processes import AnalysisProcessLost, ProcessRegistry, make_registry
+from cdss.jobs.produce import EncodeRequest, Produced
 from tests.node_process import require_models
 
 HELDOUT = Path(__file__).resolve().parent.parent / "fixtures" / "heldout" / "lumbar"

@@ -57,13 +57,12 @@ from sqlalchemy import select
 from cdss.analysis.cervical.analyzer import CervicalAnalysisError
 from cdss.analysis.pixels import PixelDataError
 from cdss.analysis.registry import NotAnalysableError
-from cdss.analysis.types import CervicalResult, Laterality, LumbarResult
 from cdss.analysis.view.weights import ViewWeightsError
 from cdss.audit import Action, Outcome
 from cdss.config import Analysis, Settings
 from cdss.db import Database, Instance, Job, JobState, Series, utcnow
-from cdss.encode import EncodedObject, EncodeError, WrittenObject, encode_results
-from cdss.jobs.processes import EncodeRequest, Produced
+from cdss.encode import EncodeError
+from cdss.jobs.produce import Analyser, EncodeRequest, Produced, produce
 from cdss.jobs.results import StoredResult, record_results
 from cdss.jobs.states import ClaimedJob, LeaseLost, audit_job, defer_job, finish_job, guard_lease
 from cdss.jobs.summary import JobSummary, ResultRef
@@ -108,18 +107,6 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     EncodeError,
     CervicalAnalysisError,
 )
-
-
-class Analyser(Protocol):
-    """What the pipeline needs from :class:`cdss.analysis.registry.ModelRegistry`.
-
-    A registry may also offer ``analyse_batch(analysis, [(ds, laterality), ...]) -> [result, ...]``
-    (one batched model call); without it a batch is analysed image by image.
-    """
-
-    def analyse(
-        self, analysis: Analysis, ds: Dataset, laterality: Laterality | None = None
-    ) -> LumbarResult | CervicalResult: ...
 
 
 class SpoolLike(Protocol):
@@ -360,10 +347,11 @@ def process_jobs(jobs: list[ClaimedJob], ctx: PipelineContext) -> dict[int, Base
 
     Each job is routed and its reference image chosen on its own (finishing it at once when it
     is not applicable, superseded or has to wait); the jobs left to analyse are grouped by
-    analysis and analysed with :meth:`Analyser.analyse_batch` (when the registry has it; a
-    failing batch is repeated image by image, so that one bad image fails alone); then each
-    job's results are encoded, stored and committed in its own final transaction, exactly as
-    for a single job.
+    analysis and each group analysed and encoded by :func:`cdss.jobs.produce.produce` (one
+    batched model call when the registry has ``analyse_batch``; a failing batch is repeated image
+    by image, so that one bad image fails alone), in this thread or in the registry's worker
+    processes; then each job's results are stored and committed in its own final transaction,
+    exactly as for a single job.
 
     Returns
     -------
@@ -390,9 +378,8 @@ def process_jobs(jobs: list[ClaimedJob], ctx: PipelineContext) -> dict[int, Base
         if isinstance(outcome, BaseException):
             errors[item.job.id] = outcome
             continue
-        result, seconds, produced = outcome
         try:
-            _complete(item, result, seconds, ctx, produced)
+            _complete(item, outcome, ctx)
         except Exception as exc:
             errors[item.job.id] = exc
         else:
@@ -457,9 +444,8 @@ def _route_and_choose(job: ClaimedJob, ctx: PipelineContext) -> _Pending | None:
     return _Pending(job, src, ds, decision, analysis, choice)
 
 
-#: Per job: the result, seconds of analysis and, when a worker process encoded them too, its
-#: written result objects (else ``None``: :func:`_complete` encodes); or the analysis' error.
-_Analysed = tuple[LumbarResult | CervicalResult, float, Produced | None] | BaseException
+#: Per job: its analysis result and written result objects, or the error that ended the attempt.
+_Analysed = Produced | BaseException
 
 
 def _permanent(exc: BaseException) -> BaseException:
@@ -469,15 +455,6 @@ def _permanent(exc: BaseException) -> BaseException:
         err.__cause__ = exc
         return err
     return exc
-
-
-def _analyse_one(item: _Pending, ctx: PipelineContext) -> _Analysed:
-    started = time.monotonic()
-    try:
-        result = ctx.registry.analyse(item.analysis, item.ds, laterality=item.decision.laterality)
-    except Exception as exc:
-        return _permanent(exc)
-    return result, time.monotonic() - started, None
 
 
 def encode_request(settings: Settings) -> EncodeRequest:
@@ -492,104 +469,50 @@ def encode_request(settings: Settings) -> EncodeRequest:
     return EncodeRequest(settings.results, include_sc, tuple(seg_profiles_wanted(settings)))
 
 
-def _produce_all(
-    groups: dict[Analysis, list[_Pending]], produce_many: Callable[..., list[Any]], ctx: PipelineContext
-) -> dict[int, _Analysed]:
-    """Analyse and encode in the registry's worker processes (``models.processes``)."""
-    out: dict[int, _Analysed] = {}
-    request = encode_request(ctx.settings)
-    for analysis, items in groups.items():
-        BATCH_SIZE.labels(analysis=analysis.value).observe(len(items))
-        try:
-            produced = produce_many(analysis, [(i.ds, i.decision.laterality) for i in items], request)
-        except Exception as exc:  # a worker died: every job of the call is retried
-            for item in items:
-                out[item.job.id] = _permanent(exc)
-            continue
-        for item, got in zip(items, produced, strict=True):
-            if isinstance(got, BaseException):
-                out[item.job.id] = _permanent(got)
-            else:
-                out[item.job.id] = (got.result, got.analysis_s, got)
-    return out
-
-
 def _analyse_all(pending: list[_Pending], ctx: PipelineContext) -> dict[int, _Analysed]:
-    """Analyse the pending jobs: one batched call per analysis, image by image if that fails.
+    """Analyse the pending jobs and encode their results, one :func:`produce` call per analysis.
 
-    Returns per job id the result and the seconds of analysis attributed to it (the batch's
-    time shared equally), or the exception of its analysis.
+    In the registry's worker processes when it has them (``analyse_and_encode``, see
+    :mod:`cdss.jobs.processes`), else in this thread. Returns per job id what was produced, or
+    the exception of its analysis or encoding (permanent ones as :class:`UnanalysableImage`).
     """
     out: dict[int, _Analysed] = {}
     groups: dict[Analysis, list[_Pending]] = {}
     for item in pending:
         groups.setdefault(item.analysis, []).append(item)
-    produce_many = getattr(ctx.registry, "analyse_and_encode", None)
-    if callable(produce_many):
-        return _produce_all(groups, produce_many, ctx)
-    batch = getattr(ctx.registry, "analyse_batch", None)
-    for analysis, items in groups.items():
-        BATCH_SIZE.labels(analysis=analysis.value).observe(len(items))
-        if len(items) == 1 or not callable(batch):
-            for item in items:
-                out[item.job.id] = _analyse_one(item, ctx)
-            continue
-        started = time.monotonic()
+    in_workers = getattr(ctx.registry, "analyse_and_encode", None)
+    request = encode_request(ctx.settings)
+    for analysis, group in groups.items():
+        BATCH_SIZE.labels(analysis=analysis.value).observe(len(group))
+        items = [(i.ds, i.decision.laterality) for i in group]
+        produced: list[Produced | BaseException]
         try:
-            results = batch(analysis, [(item.ds, item.decision.laterality) for item in items])
-            if len(results) != len(items):
-                raise RuntimeError(f"analyse_batch returned {len(results)} results for {len(items)} images")
-        except Exception as exc:
-            # One image can break the whole batch (undecodable pixels, no ROI found): analyse
-            # each on its own so that only that image's job fails.
-            log.warning(
-                "batched analysis failed; analysing image by image",
-                analysis=analysis.value,
-                images=len(items),
-                error_type=type(exc).__name__,
-            )
-            for item in items:
-                out[item.job.id] = _analyse_one(item, ctx)
-            continue
-        share = (time.monotonic() - started) / len(items)
-        for item, result in zip(items, results, strict=True):
-            out[item.job.id] = (result, share, None)
+            if callable(in_workers):
+                produced = in_workers(analysis, items, request)
+            else:
+                produced = produce(ctx.registry, analysis, items, request)
+        except Exception as exc:  # a worker process died: every job of the call is retried
+            produced = [exc] * len(group)
+        for item, got in zip(group, produced, strict=True):
+            out[item.job.id] = _permanent(got) if isinstance(got, BaseException) else got
     return out
 
 
-def _complete(
-    item: _Pending,
-    result: LumbarResult | CervicalResult,
-    analysis_s: float,
-    ctx: PipelineContext,
-    produced: Produced | None = None,
-) -> None:
-    """Encode (unless a worker process did: ``produced``), store and commit one analysed job's
-    results (its final transaction)."""
+def _complete(item: _Pending, produced: Produced, ctx: PipelineContext) -> None:
+    """Store and commit one job's produced results (its final transaction)."""
     settings = ctx.settings
-    job, src, ds, decision, analysis, choice = (
+    job, src, decision, analysis, choice = (
         item.job,
         item.src,
-        item.ds,
         item.decision,
         item.analysis,
         item.choice,
     )
     evidence = decision.evidence_or_default()
-    started = time.monotonic()
-    encoded: list[EncodedObject] | list[WrittenObject]
-    if produced is not None:
-        encoded = produced.objects
-        started -= produced.encode_s
-    else:
-        request = encode_request(settings)
-        try:
-            encoded = encode_results(
-                ds, result, request.settings, include_sc=request.include_sc, seg_profiles=request.seg_profiles
-            )
-        except PERMANENT_ERRORS as exc:
-            raise UnanalysableImage(f"{type(exc).__name__}: {exc}") from exc
-    ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(analysis_s + time.monotonic() - started)
+    result, encoded = produced.result, produced.objects
+    started = time.monotonic() - produced.encode_s
+    analysis_s = produced.analysis_s
+    ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(analysis_s + produced.encode_s)
 
     stored: list[StoredResult] = []
     created_keys: list[str] = []

@@ -7,9 +7,9 @@ on 2 cores the node used about 1.1 of them (docs/operations.md, "Analysis throug
 (``analyse``, ``analyse_batch``, ``model_info``, ``warm_up``, ``view_classifier``) and runs the
 analyses in ``models.processes`` spawned worker processes, each with its own model copy (loaded
 once, CUDA when present) and ``cores // processes`` torch threads. The job pipeline asks for
-more than the analysis: :meth:`ProcessRegistry.analyse_and_encode` also encodes the results
-(SEG, SR, GSPS, SC: :func:`cdss.encode.encode_results`, pure) and writes them to Part 10 bytes
-in the worker, because on the CPU the SR encoder alone took half of the node's lock time
+more than the analysis: :meth:`ProcessRegistry.analyse_and_encode` runs the pipeline's whole
+database-free step, :func:`cdss.jobs.produce.produce` (analysis, then SEG, SR, GSPS, SC encoded
+and written to Part 10 bytes), in the worker, because on the CPU the SR encoder alone took half of the node's lock time
 (docs/operations.md, "Analysis throughput"). The job threads block on a future and release the
 lock while they wait, so receiving, committing and sending go on.
 
@@ -20,8 +20,8 @@ lock while they wait, so receiving, committing and sending go on.
 
 Datasets go to the workers pickled (pixel data still encoded: the worker decodes it), results
 come back pickled (masks included) with their result objects as bytes
-(:class:`cdss.encode.WrittenObject`). A worker ends by itself when the node that started it is gone. A worker that dies (out of memory, a crash in native code)
-breaks its executor: the call raises :class:`AnalysisProcessLost`, a transient error the job
+(:class:`cdss.encode.WrittenObject`). A worker ends by itself when the node that started it is
+gone. A worker that dies (out of memory, a crash in native code) breaks its executor: the call raises :class:`AnalysisProcessLost`, a transient error the job
 runner retries with back-off, and the next call starts a fresh set of processes. Errors raised
 by the analysis itself (e.g. undecodable pixels) come back as themselves.
 
@@ -38,121 +38,24 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
 
-from cdss.analysis.registry import Item, ModelRegistry, Result
+from cdss.analysis.registry import ModelRegistry
 from cdss.analysis.types import Laterality, ModelInfo
 from cdss.analysis.view.labels import ViewPrediction
-from cdss.config import Analysis, ModelSettings, ResultSettings, SegProfile
-from cdss.encode import WrittenObject, encode_results
+from cdss.config import Analysis, ModelSettings
+from cdss.jobs.produce import EncodeRequest, Item, Produced, Result, produce
 from cdss.logs import get_logger
 
-__all__ = [
-    "AnalysisProcessLost",
-    "EncodeRequest",
-    "ProcessRegistry",
-    "Produced",
-    "make_registry",
-    "produce",
-]
+__all__ = ["AnalysisProcessLost", "ProcessRegistry", "RemoteViewClassifier", "make_registry"]
 
 log = get_logger(__name__)
 
 #: Seconds ``warm_up`` waits for every worker process to start and load its models.
 START_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True)
-class EncodeRequest:
-    """How the job pipeline wants an image's results encoded (the arguments of ``encode_results``)."""
-
-    settings: ResultSettings
-    include_sc: bool
-    seg_profiles: tuple[SegProfile, ...]
-
-
-@dataclass(frozen=True)
-class Produced:
-    """One image analysed and its results encoded.
-
-    Attributes
-    ----------
-    analysis_s, encode_s
-        Seconds of analysis (a batch's time shared equally) and of encoding plus writing.
-    """
-
-    result: Result
-    objects: list[WrittenObject]
-    analysis_s: float
-    encode_s: float
-
-
-def _one_by_one(
-    registry: ModelRegistry, analysis: Analysis, items: list[Item]
-) -> tuple[list[Result | BaseException], list[float]]:
-    results: list[Result | BaseException] = []
-    shares: list[float] = []
-    for item in items:
-        one = time.monotonic()
-        try:
-            results.append(registry.analyse_batch(analysis, [item])[0])
-        except Exception as exc:
-            results.append(exc)
-        shares.append(time.monotonic() - one)
-    return results, shares
-
-
-def produce(
-    registry: ModelRegistry, analysis: Analysis, items: list[Item], request: EncodeRequest
-) -> list[Produced | BaseException]:
-    """Analyse ``items`` with one batched model call and encode each image's results.
-
-    A failing batch is analysed image by image, so that one bad image fails alone; an image's
-    analysis or encoding error is returned in its place (never raised).
-
-    Parameters
-    ----------
-    registry
-        The models of this process.
-    analysis
-        One analysis for all items.
-    items
-        ``(dataset, laterality)`` pairs; each dataset is also the source the results reference.
-    request
-        Result settings, Secondary Capture, SEG profiles.
-    """
-    started = time.monotonic()
-    results: list[Result | BaseException]
-    try:
-        results = list(registry.analyse_batch(analysis, items))
-        if len(results) != len(items):
-            raise RuntimeError(f"analyse_batch returned {len(results)} results for {len(items)} images")
-        shares = [(time.monotonic() - started) / len(items)] * len(items)
-    except Exception as exc:
-        if len(items) == 1:
-            results, shares = [exc], [time.monotonic() - started]
-        else:
-            results, shares = _one_by_one(registry, analysis, items)
-    out: list[Produced | BaseException] = []
-    for (ds, _), result, share in zip(items, results, shares, strict=True):
-        if isinstance(result, BaseException):
-            out.append(result)
-            continue
-        one = time.monotonic()
-        try:
-            objects = encode_results(
-                ds, result, request.settings, include_sc=request.include_sc, seg_profiles=request.seg_profiles
-            )
-            written = [obj.written() for obj in objects]
-        except Exception as exc:
-            out.append(exc)
-            continue
-        out.append(Produced(result, written, share, time.monotonic() - one))
-    return out
 
 
 # ---------------------------------------------------------------- inside a worker process
