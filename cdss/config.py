@@ -425,13 +425,23 @@ class ModelSettings(_Section):
         description="Slip below this percentage is reported as 'no listhesis' (see docs/analysis.md).",
     )
     grade_margin_pp: float = Field(
-        2.0,
+        1.5,
         ge=0,
         le=25,
-        description="A lateral level whose slip is within this many percentage points of a grade "
-        "boundary (the listhesis threshold, 25, 50, 75, 100 %) is reported 'not measured' with the "
-        "boundary as the reason, never with a grade that a small measurement error would change "
-        "(0 = off; docs/models/lumbar.md, 'Grade boundary').",
+        description="A lateral level whose slip is within this many percentage points (plus "
+        "grade_margin_fraction of the slip itself) of a grade boundary (the listhesis threshold, "
+        "25, 50, 75, 100 %) is reported 'not measured' with the boundary as the reason, never with "
+        "a grade that a small measurement error would change (0 and 0 = off; docs/models/lumbar.md, "
+        "'Grade boundary').",
+    )
+    grade_margin_fraction: float = Field(
+        0.08,
+        ge=0,
+        le=0.5,
+        description="Part of the grade margin that grows with the slip: the band around a grade "
+        "boundary is grade_margin_pp + this fraction × |slip|, because an error in the endplate "
+        "width (the denominator of slip %) changes a large slip by more points than a small one "
+        "(docs/models/lumbar.md, 'Grade boundary').",
     )
     cervical_operating_point: float | None = Field(
         None, ge=0, le=1, description="Probability threshold for 'abnormal'; empty = the model card's."

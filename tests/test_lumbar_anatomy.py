@@ -17,6 +17,7 @@ from cdss.analysis.lumbar.analyzer import Candidate, LumbarAnalyzer
 from cdss.analysis.lumbar.classes import ClassScheme, LumbarClassError, class_scheme
 from cdss.analysis.lumbar.quality import (
     AbstainRule,
+    GradeMargin,
     LevelEvidence,
     apply_abstention,
     apply_grade_margin,
@@ -211,7 +212,7 @@ def test_no_grade_within_the_margin_of_a_grade_boundary(slip_pct: float, graded:
         Vertebra.L4, Vertebra.L5, LevelStatus.MEASURED, slip_percent=slip_pct, confidence=0.8
     )
     other = LevelMeasurement(Vertebra.L1, Vertebra.L2, LevelStatus.MISSING)
-    levels, fired = apply_grade_margin([lv, other], threshold_percent=5.0, margin_pp=2.0)
+    levels, fired = apply_grade_margin([lv, other], threshold_percent=5.0, margin=GradeMargin(2.0, 0.0))
     assert levels[1] is other
     if graded:
         assert fired == {} and levels[0] == lv
@@ -222,13 +223,41 @@ def test_no_grade_within_the_margin_of_a_grade_boundary(slip_pct: float, graded:
     assert out.grade is MeyerdingGrade.NONE and out.direction is SlipDirection.NONE
     assert boundary in out.reason and out.confidence == 0.8
     # margin 0 turns the rule off; the threshold moves the first boundary
-    assert apply_grade_margin([lv], 5.0, 0.0) == ([lv], {})
+    assert apply_grade_margin([lv], 5.0, GradeMargin.off()) == ([lv], {})
 
 
 def test_grade_margin_follows_the_listhesis_threshold() -> None:
     lv = LevelMeasurement(Vertebra.L5, Vertebra.S1, LevelStatus.MEASURED, slip_percent=9.0)
-    assert apply_grade_margin([lv], threshold_percent=10.0, margin_pp=2.0)[1] == {"L5-S1": "grade boundary"}
-    assert apply_grade_margin([lv], threshold_percent=5.0, margin_pp=2.0)[1] == {}
+    margin = GradeMargin(2.0, 0.0)
+    assert apply_grade_margin([lv], threshold_percent=10.0, margin=margin)[1] == {"L5-S1": "grade boundary"}
+    assert apply_grade_margin([lv], threshold_percent=5.0, margin=margin)[1] == {}
+
+
+@pytest.mark.parametrize(
+    ("slip_pct", "graded", "band"),
+    [
+        (7.2, True, 2.076),  # 2.2 pp above the threshold, band 1.5 + 0.08 × 7.2
+        (6.8, False, 2.044),
+        (28.0, False, 3.74),  # 3 pp above the grade I/II limit: graded with a constant 2 pp, not here
+        (29.5, True, 3.86),
+        (80.0, False, 7.9),  # a grade IV at 80 %: a 7 % error in the endplate width makes it 75 %
+        (86.0, True, 8.38),
+    ],
+)
+def test_grade_margin_grows_with_the_slip(slip_pct: float, graded: bool, band: float) -> None:
+    """The band is pp + fraction × |slip|: slip % divides by the endplate width, so a relative width
+    error moves a large slip by more points than a small one."""
+    margin = GradeMargin(1.5, 0.08)
+    assert margin.band_pp(slip_pct) == pytest.approx(band)
+    assert margin.band_pp(-slip_pct) == pytest.approx(band)
+    lv = LevelMeasurement(Vertebra.L5, Vertebra.S1, LevelStatus.MEASURED, slip_percent=slip_pct)
+    levels, fired = apply_grade_margin([lv], threshold_percent=5.0, margin=margin)
+    assert (fired == {}) is graded
+    if not graded:
+        assert f"within {band:.1f} pp of" in levels[0].reason
+    # a constant margin of the same size at the threshold grades the large slips
+    if slip_pct > 25:
+        assert apply_grade_margin([lv], 5.0, GradeMargin(2.0, 0.0))[1] == {}
 
 
 def test_abstain_rule_from_weights_metadata() -> None:

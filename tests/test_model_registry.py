@@ -10,6 +10,7 @@ import pydicom
 import pytest
 import torch
 
+from cdss.analysis.lumbar.quality import GradeMargin
 from cdss.analysis.registry import ModelRegistry, NotAnalysableError
 from cdss.analysis.types import LevelStatus, LumbarResult, LumbarView
 from cdss.config import Analysis, ModelSettings
@@ -48,11 +49,16 @@ def test_registry_loads_once_and_analyses() -> None:
 
 
 def test_registry_threshold_and_grade_margin_come_from_settings() -> None:
-    reg = ModelRegistry(ModelSettings(device="cpu", listhesis_threshold_percent=12.5, grade_margin_pp=0.5))
+    reg = ModelRegistry(
+        ModelSettings(
+            device="cpu", listhesis_threshold_percent=12.5, grade_margin_pp=0.5, grade_margin_fraction=0.1
+        )
+    )
     reg.warm_up([Analysis.LUMBAR_LATERAL, Analysis.NOT_APPLICABLE])
     assert reg.get(Analysis.LUMBAR_LATERAL).threshold_percent == 12.5
-    assert reg.get(Analysis.LUMBAR_LATERAL).grade_margin_pp == 0.5
-    assert ModelSettings().grade_margin_pp == 2.0  # the documented default
+    assert reg.get(Analysis.LUMBAR_LATERAL).grade_margin == GradeMargin(0.5, 0.1)
+    # the documented defaults (docs/models/lumbar.md, "Grade boundary")
+    assert (ModelSettings().grade_margin_pp, ModelSettings().grade_margin_fraction) == (1.5, 0.08)
 
 
 def test_not_applicable_has_no_model() -> None:

@@ -34,6 +34,7 @@ from pydicom.dataset import Dataset
 from cdss.analysis._ultralytics import configure as configure_ultralytics
 from cdss.analysis.cervical import CervicalAnalyzer
 from cdss.analysis.lumbar import LumbarAnalyzer
+from cdss.analysis.lumbar.quality import GradeMargin
 from cdss.analysis.types import CervicalResult, Laterality, LumbarResult, LumbarView, ModelInfo
 from cdss.analysis.view.classifier import ViewClassifier
 from cdss.config import Analysis, ModelSettings
@@ -81,7 +82,7 @@ def _lumbar(view: LumbarView) -> AnalysisSpec:
             _lumbar_weights(s, ap),
             s.device,
             threshold_percent=s.listhesis_threshold_percent,
-            grade_margin_pp=s.grade_margin_pp,
+            grade_margin=GradeMargin(s.grade_margin_pp, s.grade_margin_fraction),
         ),
         batch=lambda model, items: list(model.analyse_batch([(ds, view) for ds, _ in items])),
     )

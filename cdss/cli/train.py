@@ -159,7 +159,14 @@ def evaluate_lumbar_cmd(
         ModelSettings().grade_margin_pp,
         "--grade-margin",
         min=0.0,
-        help="No grade within this many pp of a grade boundary (the node's models.grade_margin_pp; 0 = off).",
+        help="No grade within this many pp (plus --grade-margin-fraction of the slip) of a grade "
+        "boundary (the node's models.grade_margin_pp; 0 with fraction 0 = off).",
+    ),
+    grade_margin_fraction: float = typer.Option(
+        ModelSettings().grade_margin_fraction,
+        "--grade-margin-fraction",
+        min=0.0,
+        help="Part of the grade margin that grows with the slip (the node's models.grade_margin_fraction).",
     ),
     skip_map: bool = typer.Option(False, "--skip-map", help="Skip the Ultralytics box/mask mAP validation."),
     trained_on: list[str] = typer.Option(
@@ -177,7 +184,10 @@ def evaluate_lumbar_cmd(
     limit: int = typer.Option(0, "--limit", min=0, help="At most this many images (0 = all)."),
 ) -> None:
     """Evaluate lumbar weights: mask mAP, slip error (all and listhesis levels), grades, abstention, per family."""
+    from cdss.analysis.lumbar.quality import GradeMargin
     from cdss.train.evaluate import evaluate_logo, evaluate_lumbar, render_logo, render_summary
+
+    margin = GradeMargin(grade_margin, grade_margin_fraction)
 
     if logo:
         models = {}
@@ -192,7 +202,7 @@ def evaluate_lumbar_cmd(
             out=out,
             device=device,
             threshold_percent=threshold,
-            grade_margin_pp=grade_margin,
+            grade_margin=margin,
             limit=limit,
         )
         render_logo(report, console)
@@ -204,7 +214,7 @@ def evaluate_lumbar_cmd(
         out=out,
         device=device,
         threshold_percent=threshold,
-        grade_margin_pp=grade_margin,
+        grade_margin=margin,
         with_map=not skip_map,
         trained_on={f.upper() for f in trained_on} or None,
         limit=limit,

@@ -48,7 +48,7 @@ from cdss.analysis._ultralytics import load_yolo
 from cdss.analysis.lumbar.analyzer import INPUT_SIDE, SHIPPED_WEIGHTS, LumbarAnalyzer
 from cdss.analysis.lumbar.classes import ClassScheme
 from cdss.analysis.lumbar.measure import Found
-from cdss.analysis.lumbar.quality import DEFAULT_GRADE_MARGIN_PP, AbstainRule
+from cdss.analysis.lumbar.quality import AbstainRule, GradeMargin
 from cdss.analysis.pixels import display_image
 from cdss.analysis.types import LevelStatus, LumbarView, MeyerdingGrade
 from cdss.train.datasets import SYNTHETIC_GENERATORS, iter_synthetic, write_yolo_dataset
@@ -97,7 +97,7 @@ SETTINGS = {
     "edge_refine",
     "torch_threads",
     "abstain",
-    "grade_margin_pp",
+    "grade_margin",
 }
 
 
@@ -306,7 +306,7 @@ def evaluate_lumbar(
     out: Path = Path("var/eval/lumbar"),
     device: str = "auto",
     threshold_percent: float = 5.0,
-    grade_margin_pp: float = DEFAULT_GRADE_MARGIN_PP,
+    grade_margin: GradeMargin | None = None,
     with_map: bool = True,
     with_plots: bool = True,
     settings: dict[str, Any] | None = None,
@@ -348,13 +348,15 @@ def evaluate_lumbar(
         items = items[:limit]
     if analyzer is None:
         analyzer = LumbarAnalyzer.load(
-            weights, device, threshold_percent=threshold_percent, grade_margin_pp=grade_margin_pp
+            weights, device, threshold_percent=threshold_percent, grade_margin=grade_margin
         )
     for key, value in (settings or {}).items():
         if key not in SETTINGS:
             raise ValueError(f"unknown lumbar inference setting {key!r}; choose from {sorted(SETTINGS)}")
         if key == "abstain":
             value = AbstainRule.from_mapping(value)
+        elif key == "grade_margin" and isinstance(value, dict):
+            value = GradeMargin(**value)
         setattr(analyzer, key, value)
     analyzer.warm_up()
     families_present = sorted({family_of(gt) for _, gt in items})
@@ -419,7 +421,7 @@ def evaluate_lumbar(
             "flip_average": analyzer.flip_average,
             "edge_refine": analyzer.edge_refine,
             "abstain": analyzer.abstain.__dict__,
-            "grade_margin_pp": analyzer.grade_margin_pp,
+            "grade_margin": analyzer.grade_margin.__dict__,
         },
         "device": analyzer.device,
         "data": [str(d) for d in ([data] if isinstance(data, str | Path) else data)],
@@ -526,7 +528,7 @@ def evaluate_logo(
     out: Path = Path("var/eval/lumbar-logo"),
     device: str = "auto",
     threshold_percent: float = 5.0,
-    grade_margin_pp: float = DEFAULT_GRADE_MARGIN_PP,
+    grade_margin: GradeMargin | None = None,
     settings: dict[str, Any] | None = None,
     limit: int = 0,
 ) -> dict[str, Any]:
@@ -553,7 +555,7 @@ def evaluate_logo(
             "flip_average": shipped.flip_average,
             "edge_refine": shipped.edge_refine,
             "abstain": shipped.abstain.__dict__,
-            "grade_margin_pp": grade_margin_pp,
+            "grade_margin": (grade_margin or GradeMargin()).__dict__,
         }
         if shipped is not None
         else {}

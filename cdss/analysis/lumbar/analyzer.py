@@ -51,8 +51,8 @@ from cdss.analysis.lumbar.orientation import (
     anterior_from_posterior_elements,
 )
 from cdss.analysis.lumbar.quality import (
-    DEFAULT_GRADE_MARGIN_PP,
     AbstainRule,
+    GradeMargin,
     LevelEvidence,
     apply_abstention,
     apply_grade_margin,
@@ -158,7 +158,7 @@ class LumbarAnalyzer:
         flip_average: bool = False,
         edge_refine: bool = False,
         abstain: AbstainRule | None = None,
-        grade_margin_pp: float = DEFAULT_GRADE_MARGIN_PP,
+        grade_margin: GradeMargin | None = None,
     ) -> None:
         self._model = model
         # CPU threads for inference, re-applied before every call because Ultralytics' device
@@ -173,7 +173,7 @@ class LumbarAnalyzer:
         self.device = device
         self.imgsz = imgsz
         self.threshold_percent = threshold_percent
-        self.grade_margin_pp = grade_margin_pp  # no grade within this of a grade boundary (quality.py)
+        self.grade_margin = grade_margin or GradeMargin()  # no grade this close to a boundary (quality.py)
         self._lock = threading.Lock()  # Ultralytics predictors keep per-call state
 
     # ------------------------------------------------------------------ loading
@@ -184,7 +184,7 @@ class LumbarAnalyzer:
         device: str = "auto",
         *,
         threshold_percent: float = 5.0,
-        grade_margin_pp: float = DEFAULT_GRADE_MARGIN_PP,
+        grade_margin: GradeMargin | None = None,
     ) -> LumbarAnalyzer:
         """Load the shipped model (``weights=None``) or any Ultralytics YOLO segmentation ``.pt``.
 
@@ -199,10 +199,10 @@ class LumbarAnalyzer:
         threshold_percent
             Slip magnitude below which a level is "no listhesis" (settings
             ``models.listhesis_threshold_percent``).
-        grade_margin_pp
-            No grade is reported for a slip within this many percentage points of a grade
-            boundary (settings ``models.grade_margin_pp``;
-            :func:`~cdss.analysis.lumbar.quality.apply_grade_margin`).
+        grade_margin
+            No grade is reported for a slip this close to a grade boundary (settings
+            ``models.grade_margin_pp`` and ``models.grade_margin_fraction``; ``None`` = their
+            defaults; :func:`~cdss.analysis.lumbar.quality.apply_grade_margin`).
         """
         path = Path(weights) if weights is not None else SHIPPED_WEIGHTS
         if weights is None and not path.exists():
@@ -252,7 +252,7 @@ class LumbarAnalyzer:
             flip_average=bool(meta.get("flip_average", False)),
             edge_refine=bool(meta.get("edge_refine", False)),
             abstain=AbstainRule.from_mapping(meta.get("abstain")),
-            grade_margin_pp=grade_margin_pp,
+            grade_margin=grade_margin,
         )
 
     def warm_up(self) -> None:
@@ -511,7 +511,7 @@ class LumbarAnalyzer:
         )
         levels, fired = apply_abstention(levels, evidence, self.abstain)
         if view is LumbarView.LATERAL:  # AP levels carry no grade
-            levels, near_boundary = apply_grade_margin(levels, self.threshold_percent, self.grade_margin_pp)
+            levels, near_boundary = apply_grade_margin(levels, self.threshold_percent, self.grade_margin)
             fired |= near_boundary
         if naming.reason:
             notes.append(naming.reason)

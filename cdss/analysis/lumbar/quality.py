@@ -24,10 +24,13 @@ image                       at least ``max_failed_levels`` other levels of the s
 ==========================  ==================================================================
 
 A last rule is about the grade, not the segmentation (:func:`apply_grade_margin`): a level whose
-slip lies within ``grade_margin_pp`` of a grade boundary (the listhesis threshold, 25, 50, 75,
-100 %) is not graded, because a measurement error of that size would change the grade. It does not
-count towards the image rule (the segmentation is not in doubt), and it is a reporting policy
-like the listhesis threshold (``models.grade_margin_pp``), applied to any weights.
+slip lies within ``grade_margin_pp + grade_margin_fraction × |slip|`` of a grade boundary (the
+listhesis threshold, 25, 50, 75, 100 %) is not graded, because a measurement error of that size
+would change the grade. The band grows with the slip because slip % is a displacement divided by
+the endplate width: an error of a few percent in the width moves a 70 % slip by several points
+and a 3 % slip by almost none. It does not count towards the image rule (the segmentation is not
+in doubt), and it is a reporting policy like the listhesis threshold (``models.grade_margin_pp``,
+``models.grade_margin_fraction``), applied to any weights.
 
 The confidence is the detection confidence multiplied by ``1 / (1 + (Δ / scale)²)`` for each
 disagreement Δ (mirror, edge) that was measured: 1.0 for two confident, mutually consistent
@@ -45,8 +48,10 @@ from cdss.analysis.types import LevelMeasurement, LevelStatus, MeyerdingGrade, S
 from cdss.config import ModelSettings
 
 __all__ = [
+    "DEFAULT_GRADE_MARGIN_FRACTION",
     "DEFAULT_GRADE_MARGIN_PP",
     "AbstainRule",
+    "GradeMargin",
     "LevelEvidence",
     "apply_abstention",
     "apply_grade_margin",
@@ -54,10 +59,42 @@ __all__ = [
 ]
 
 
-#: Default of ``models.grade_margin_pp`` (read from the settings model, the one place it is set),
-#: percentage points: chosen on validation images of both synthetic families (docs/models/lumbar.md,
-#: "Grade boundary"), about the slip MAE of family B.
+#: Defaults of ``models.grade_margin_pp`` (percentage points) and ``models.grade_margin_fraction``
+#: (read from the settings model, the one place they are set): chosen on validation images of both
+#: synthetic families (docs/models/lumbar.md, "Grade boundary").
 DEFAULT_GRADE_MARGIN_PP: float = float(ModelSettings.model_fields["grade_margin_pp"].default)
+DEFAULT_GRADE_MARGIN_FRACTION: float = float(ModelSettings.model_fields["grade_margin_fraction"].default)
+
+
+@dataclass(frozen=True)
+class GradeMargin:
+    """The band around each grade boundary in which no grade is reported.
+
+    Attributes
+    ----------
+    pp
+        Constant half-width, percentage points.
+    fraction
+        Added half-width per point of slip: the band around a level's slip ``s`` (percent) is
+        ``pp + fraction × |s|`` percentage points.
+    """
+
+    pp: float = DEFAULT_GRADE_MARGIN_PP
+    fraction: float = DEFAULT_GRADE_MARGIN_FRACTION
+
+    @classmethod
+    def off(cls) -> GradeMargin:
+        """No band: every measured level gets its grade."""
+        return cls(0.0, 0.0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.pp > 0 or self.fraction > 0
+
+    def band_pp(self, slip_percent: float) -> float:
+        """Half-width of the band for a level measured at ``slip_percent``, percentage points."""
+        return self.pp + self.fraction * abs(slip_percent)
+
 
 #: Names of the grade boundaries of :func:`~cdss.analysis.geometry.grade_boundaries`, in order.
 _BOUNDARY_NAMES = (
@@ -200,9 +237,9 @@ def apply_abstention(
 
 
 def apply_grade_margin(
-    levels: list[LevelMeasurement], threshold_percent: float, margin_pp: float
+    levels: list[LevelMeasurement], threshold_percent: float, margin: GradeMargin
 ) -> tuple[list[LevelMeasurement], dict[str, str]]:
-    """Do not grade a level whose slip is within ``margin_pp`` of a grade boundary.
+    """Do not grade a level whose slip is within ``margin.band_pp(slip)`` of a grade boundary.
 
     Parameters
     ----------
@@ -211,8 +248,9 @@ def apply_grade_margin(
         slip) are checked.
     threshold_percent
         The listhesis threshold, percent (the none / grade I boundary).
-    margin_pp
-        Half-width of the band around each boundary, percentage points; 0 turns the rule off.
+    margin
+        The band around each boundary (:class:`GradeMargin`); :meth:`GradeMargin.off` turns the
+        rule off.
 
     Returns
     -------
@@ -220,7 +258,7 @@ def apply_grade_margin(
         The new levels (a level in a band becomes ``NOT_MEASURED``, keeping its confidence, with
         the boundary named in the reason), and level name → ``"grade boundary"``.
     """
-    if margin_pp <= 0:
+    if not margin.enabled:
         return list(levels), {}
     bounds = grade_boundaries(threshold_percent)
     out: list[LevelMeasurement] = []
@@ -230,13 +268,14 @@ def apply_grade_margin(
             out.append(lv)
             continue
         magnitude = abs(lv.slip_percent)
+        band = margin.band_pp(magnitude)
         i = min(range(len(bounds)), key=lambda k: abs(magnitude - bounds[k]))
-        if abs(magnitude - bounds[i]) >= margin_pp:
+        if abs(magnitude - bounds[i]) >= band:
             out.append(lv)
             continue
         fired[lv.name] = "grade boundary"
         # Short: it is the line shown beside the level on the image (GSPS, SC, OHIF).
-        reason = f"slip within {margin_pp:g} pp of {_BOUNDARY_NAMES[i]} ({bounds[i]:g} %), grade uncertain"
+        reason = f"slip within {band:.1f} pp of {_BOUNDARY_NAMES[i]} ({bounds[i]:g} %), grade uncertain"
         out.append(_not_measured(lv, reason, lv.confidence if lv.confidence is not None else 0.0))
     return out, fired
 
