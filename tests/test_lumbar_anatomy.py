@@ -15,6 +15,7 @@ import pytest
 from cdss.analysis.geometry import slip
 from cdss.analysis.lumbar.analyzer import Candidate, LumbarAnalyzer
 from cdss.analysis.lumbar.classes import ClassScheme, LumbarClassError, class_scheme
+from cdss.analysis.lumbar.measure import quadrilateral_fit
 from cdss.analysis.lumbar.quality import (
     AbstainRule,
     GradeMargin,
@@ -172,6 +173,7 @@ def _level(slip_pct: float = 12.0) -> LevelMeasurement:
         (LevelEvidence(0.9, 9.0, 0.5), "mirror"),
         (LevelEvidence(0.9, 1.0, 12.0), "edges"),
         (LevelEvidence(0.55, 5.0, 5.0), "confidence"),
+        (LevelEvidence(0.9, 1.0, 0.5, shape_fit=0.6, shape_body="S1"), "shape"),
     ],
 )
 def test_a_failed_check_reports_not_measured_without_grade(evidence: LevelEvidence, check: str) -> None:
@@ -258,6 +260,31 @@ def test_grade_margin_grows_with_the_slip(slip_pct: float, graded: bool, band: f
     # a constant margin of the same size at the threshold grades the large slips
     if slip_pct > 25:
         assert apply_grade_margin([lv], 5.0, GradeMargin(2.0, 0.0))[1] == {}
+
+
+def test_shape_fit_tells_a_body_shaped_mask_from_a_malformed_one() -> None:
+    """A mask with rounded corners still fits its corner quadrilateral; one with a tail (a sacrum
+    mask that runs down the sacral body) or with a missing half does not, and the level says why."""
+    shape = (400, 500)
+    corners = np.array([[100.0, 100.0], [400.0, 100.0], [400.0, 300.0], [100.0, 300.0]])
+    body = np.zeros(shape, dtype=np.uint8)
+    cv2.rectangle(body, (100, 100), (400, 300), 1, thickness=-1)
+    rounded = cv2.erode(body, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (41, 41)))
+    rounded = cv2.dilate(rounded, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (41, 41))).astype(bool)
+    assert quadrilateral_fit(body.astype(bool), corners) > 0.98
+    assert 0.95 < quadrilateral_fit(rounded, corners) < 1.0
+    tail = rounded.copy()
+    tail[300:400, 40:300] = True  # a tail below the body, 0.43 × its area
+    half = rounded.copy()
+    half[:, 250:] = False  # the posterior half missing
+    assert quadrilateral_fit(tail, corners) < 0.75
+    assert quadrilateral_fit(half, corners) < 0.75
+    assert quadrilateral_fit(np.zeros(shape, dtype=bool), corners) == 0.0
+    ev = LevelEvidence(0.9, 1.0, 0.5, shape_fit=quadrilateral_fit(half, corners), shape_body="S1")
+    levels, fired = apply_abstention([_level()], {"L4-L5": ev}, AbstainRule())
+    assert fired == {"L4-L5": "shape"} and "S1 outline does not fit its four corners" in levels[0].reason
+    # off when the weights' metadata says so
+    assert apply_abstention([_level()], {"L4-L5": ev}, AbstainRule(min_shape_fit=0.0))[1] == {}
 
 
 def test_abstain_rule_from_weights_metadata() -> None:

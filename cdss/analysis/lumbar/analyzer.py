@@ -43,7 +43,7 @@ from cdss.analysis.imaging import resize_longest
 from cdss.analysis.lumbar.chain import Body, ChainResult, body_geometry, chain_from_sacrum, dedupe
 from cdss.analysis.lumbar.classes import ClassScheme, LumbarClassError, class_scheme
 from cdss.analysis.lumbar.corners import mask_outline
-from cdss.analysis.lumbar.measure import Found, measure_levels, segments_from_outlines
+from cdss.analysis.lumbar.measure import Found, measure_levels, quadrilateral_fit, segments_from_outlines
 from cdss.analysis.lumbar.orientation import (
     AnteriorEstimate,
     anterior_from_lordosis,
@@ -567,6 +567,10 @@ class LumbarAnalyzer:
         naming: Naming,
     ) -> dict[str, LevelEvidence]:
         problems = naming.chain.problems if naming.chain is not None else {}
+        # how four-sided each body's mask is, on its final corners (quality.py, "shape fit")
+        fits = {
+            label: quadrilateral_fit(seg.mask, seg.corners, seg.outline) for label, seg in by_label.items()
+        }
         evidence: dict[str, LevelEvidence] = {}
         for lv in levels:
             if lv.status is not LevelStatus.MEASURED:
@@ -589,5 +593,8 @@ class LumbarAnalyzer:
                 except ValueError:
                     refine = None
             problem = problems.get(u.value) or problems.get(lo.value) or ""
-            evidence[lv.name] = LevelEvidence(det, flip, refine, problem, confirmed)
+            weakest = min((u, lo), key=lambda v: fits[v])
+            evidence[lv.name] = LevelEvidence(
+                det, flip, refine, problem, confirmed, shape_fit=fits[weakest], shape_body=weakest.value
+            )
         return evidence

@@ -28,7 +28,14 @@ from cdss.analysis.types import (
     VertebraSegment,
 )
 
-__all__ = ["Found", "cranial_directions", "fill_outline", "measure_levels", "segments_from_outlines"]
+__all__ = [
+    "Found",
+    "cranial_directions",
+    "fill_outline",
+    "measure_levels",
+    "quadrilateral_fit",
+    "segments_from_outlines",
+]
 
 
 @dataclass
@@ -48,6 +55,48 @@ def fill_outline(outline: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     pts = np.round(np.asarray(outline, dtype=float) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
     cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=shift)
     return mask.astype(bool)
+
+
+def quadrilateral_fit(mask: np.ndarray, corners: np.ndarray, outline: np.ndarray | None = None) -> float:
+    """Intersection over union of a body's mask and the quadrilateral of its four corners.
+
+    Parameters
+    ----------
+    mask
+        Boolean ``(rows, columns)`` mask of the body, source pixels.
+    corners
+        ``(4, 2)`` (column, row) corners in cyclic order (any labelled order of
+        :func:`~cdss.analysis.lumbar.corners.label_corners` is cyclic).
+    outline
+        The mask's outline ``(N, 2)`` (column, row), when known: its bounding box is then used
+        instead of searching the whole mask (a full-size film has millions of pixels).
+
+    Returns
+    -------
+    float
+        In [0, 1]: about 0.8-0.95 for a body-shaped mask (its corners are rounded, the
+        quadrilateral's are not), low when the mask has a tail, a hole or a missing part. Only
+        the bounding box of the two shapes is rasterised.
+    """
+    m = np.asarray(mask, dtype=bool)
+    c = np.asarray(corners, dtype=float).reshape(4, 2)
+    if outline is not None and len(outline):
+        pts = np.asarray(outline, dtype=float).reshape(-1, 2)
+        cols = np.array([np.floor(pts[:, 0].min()), np.ceil(pts[:, 0].max())])
+        rows = np.array([np.floor(pts[:, 1].min()), np.ceil(pts[:, 1].max())])
+    else:
+        rows, cols = np.nonzero(m)
+    if len(rows) == 0:
+        return 0.0
+    pad = 2  # the outline runs through boundary pixel centres
+    r0 = max(0, int(min(rows.min(), np.floor(c[:, 1].min()))) - pad)
+    r1 = min(m.shape[0], int(max(rows.max(), np.ceil(c[:, 1].max()))) + 1 + pad)
+    c0 = max(0, int(min(cols.min(), np.floor(c[:, 0].min()))) - pad)
+    c1 = min(m.shape[1], int(max(cols.max(), np.ceil(c[:, 0].max()))) + 1 + pad)
+    sub = m[r0:r1, c0:c1]
+    quad = fill_outline(c - np.array([c0, r0], dtype=float), sub.shape)
+    union = int(np.count_nonzero(sub | quad))
+    return float(np.count_nonzero(sub & quad)) / union if union else 0.0
 
 
 def _unit(vec: np.ndarray) -> np.ndarray:

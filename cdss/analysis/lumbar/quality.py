@@ -11,6 +11,10 @@ anatomy (chain)             a body of the level is implausible in the spine chai
                             shape; :mod:`cdss.analysis.lumbar.chain`)
 detection                   the weaker of the two bodies' detection confidences is below
                             ``min_detection``
+shape fit                   a body's mask overlaps the quadrilateral of its own four corners
+                            by less than ``min_shape_fit`` (intersection over union): the mask
+                            is not a four-sided body (a tail, a hole, half a sacrum), so its
+                            corners are not where a reader would put them
 mirror agreement            the level measured on the image and on its mirror image (two
                             independent segmentations) differ by more than
                             ``max_flip_delta_pp`` percentage points, or the mirror pass did not
@@ -123,6 +127,11 @@ class LevelEvidence:
     mirror_confirmed
         ``False`` when a mirror pass ran but did not find and name both bodies of the level at
         the same places (``None``: no mirror pass).
+    shape_fit
+        The lower of the two bodies' mask / corner-quadrilateral intersection over union, [0, 1]
+        (:func:`cdss.analysis.lumbar.measure.quadrilateral_fit`; ``None``: not measured).
+    shape_body
+        The body that ``shape_fit`` belongs to (``"S1"``), for the reason.
     """
 
     detection: float
@@ -130,6 +139,8 @@ class LevelEvidence:
     refine_delta_pp: float | None = None
     problem: str = ""
     mirror_confirmed: bool | None = None
+    shape_fit: float | None = None
+    shape_body: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,7 @@ class AbstainRule:
     max_refine_delta_pp: float = 8.0
     min_confidence: float = 0.35
     max_failed_levels: float = 3  # 0: off
+    min_shape_fit: float = 0.75  # 0: off
     flip_scale_pp: float = 4.0
     refine_scale_pp: float = 6.0
 
@@ -171,6 +183,11 @@ def _failed_check(ev: LevelEvidence, confidence: float, rule: AbstainRule) -> tu
         return "anatomy", ev.problem
     if ev.detection < rule.min_detection:
         return "detection", f"detection confidence {ev.detection:.2f} below {rule.min_detection:.2f}"
+    if ev.shape_fit is not None and ev.shape_fit < rule.min_shape_fit:
+        return "shape", (
+            f"{ev.shape_body or 'a body'} outline does not fit its four corners "
+            f"(overlap {ev.shape_fit:.2f}, limit {rule.min_shape_fit:.2f})"
+        )
     if ev.mirror_confirmed is False:
         return "mirror", "the mirror-image segmentation did not find and name the same two vertebrae"
     if ev.flip_delta_pp is not None and ev.flip_delta_pp > rule.max_flip_delta_pp:
