@@ -510,9 +510,9 @@ def _complete(item: _Pending, produced: Produced, ctx: PipelineContext) -> None:
     )
     evidence = decision.evidence_or_default()
     result, encoded = produced.result, produced.objects
-    started = time.monotonic() - produced.encode_s
-    analysis_s = produced.analysis_s
-    ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(analysis_s + produced.encode_s)
+    produced_s = produced.analysis_s + produced.encode_s
+    ANALYSIS_SECONDS.labels(analysis=analysis.value).observe(produced_s)
+    storing_from = time.monotonic()
 
     stored: list[StoredResult] = []
     created_keys: list[str] = []
@@ -579,7 +579,7 @@ def _complete(item: _Pending, produced: Produced, ctx: PipelineContext) -> None:
         job_id=job.id,
         analysis=analysis.value,
         objects=len(stored),
-        seconds=round(analysis_s + time.monotonic() - started, 2),
+        seconds=round(produced_s + time.monotonic() - storing_from, 2),
     )
     if ctx.on_results is not None:
         try:

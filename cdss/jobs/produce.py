@@ -88,7 +88,7 @@ def _analyse(
             )
         else:
             share = (time.monotonic() - started) / len(items)
-            return list(results), [share] * len(items)
+            return results, [share] * len(items)
     out: list[Result | BaseException] = []
     seconds: list[float] = []
     for ds, laterality in items:
